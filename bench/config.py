@@ -1,0 +1,229 @@
+"""The one validated config object: the only place defaults and limits live.
+
+Presets, --config files, CLI flags and the dashboard form all become a dict of these keys, and
+`Config.from_dict` turns that into a Config or raises ConfigError with one line naming the key.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from bench.models import ATTENTIONS, DTYPES, QUANTIZATIONS
+from decoding.types import Settings
+
+METHOD_NAMES = ("standard", "nucleus", "beam_search", "batched", "speculative", "prompt_lookup")
+ENGINE_NAMES = ("hf", "fast")
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
+DEFAULT_PROMPTS = [
+    "Explain how speculative decoding speeds up language model inference.",
+    "Write a short story about a robot who learns to paint.",
+    "List five practical tips for writing clean Python code.",
+]
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message is one line that names the key and what is allowed."""
+
+
+def option(default, help: str, kind: str, choices=None, lo=None, hi=None):
+    """A config field that carries its own help, type and limits."""
+    factory = (lambda: list(default)) if isinstance(default, list) else None
+    meta = dict(help=help, kind=kind, choices=choices, lo=lo, hi=hi)
+    if factory:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    model: str = option("Qwen/Qwen3-4B", "target model: Hugging Face id, local folder, or tiny/target", "str")
+    draft_model: str | None = option("Qwen/Qwen3-0.6B", "draft model for speculative decoding (same tokenizer as the target); null for none", "optstr")
+    methods: list = option(list(METHOD_NAMES), "decoding methods to run", "list[str]", choices=METHOD_NAMES)
+    engine: list = option(["hf"], "engine(s): hf (transformers generate) or fast (static cache, CUDA graphs); a list compares them", "str|list[str]", choices=ENGINE_NAMES)
+    prompts: list = option(DEFAULT_PROMPTS, "prompts, one string each", "list[str]")
+    completions_per_prompt: object = option(1, "completions per prompt: one integer, or a list with one count per prompt", "int|list[int]", lo=1, hi=1000)
+    prompt_length: int = option(0, "0 keeps prompts as written; N cuts or repeats each prompt to exactly N tokens", "int", lo=0, hi=131072)
+    chat_template: bool = option(True, "apply the tokenizer's chat template when it has one (thinking off for Qwen3)", "bool")
+    max_new_tokens: int = option(128, "new tokens per sequence", "int", lo=1, hi=32768)
+    stop_at_eos: bool = option(False, "let EOS end a sequence early (default: every method decodes exactly max_new_tokens)", "bool")
+    temperature: float = option(0.7, "sampling temperature", "float", lo=1e-3, hi=10.0)
+    top_p: float = option(0.9, "nucleus mass (0 < top_p <= 1)", "float", lo=1e-9, hi=1.0)
+    top_k: int = option(0, "top-k cut-off for sampling; 0 disables it", "int", lo=0, hi=1_000_000)
+    num_beams: int = option(4, "beams for beam_search", "int", lo=1, hi=64)
+    num_return_sequences: int = option(2, "sequences beam_search returns per prompt (at most num_beams)", "int", lo=1, hi=64)
+    length_penalty: float = option(1.0, "beam_search length penalty", "float", lo=-10.0, hi=10.0)
+    early_stopping: bool = option(False, "beam_search stops once num_beams candidates are finished", "bool")
+    batch_sizes: list = option([1, 4, 16], "batch sizes the batched method sweeps", "list[int]", lo=1, hi=4096)
+    batched_do_sample: bool = option(False, "batched samples (temperature, top_p, top_k) instead of greedy", "bool")
+    speculative_modes: list = option(["greedy"], "speculative decoding modes: greedy (lossless) and/or sampling", "list[str]", choices=("greedy", "sampling"))
+    num_draft_tokens: int = option(5, "k: tokens the draft proposes per target forward", "int", lo=1, hi=64)
+    prompt_lookup_num_tokens: int = option(10, "tokens prompt_lookup copies per match", "int", lo=1, hi=128)
+    dtype: str = option("auto", "weights dtype (auto: bfloat16 on GPU, float32 on CPU)", "str", choices=DTYPES)
+    quantization: list = option(["none"], "bitsandbytes quantization of the target; a list sweeps", "str|list[str]", choices=QUANTIZATIONS)
+    quantize_draft: bool = option(False, "quantize the draft model too", "bool")
+    attention: list = option(["sdpa"], "attention implementation; a list sweeps", "str|list[str]", choices=ATTENTIONS)
+    device: str = option("auto", "auto, cuda or cpu", "str", choices=("auto", "cuda", "cpu"))
+    random_weights: bool = option(False, "build models from their config with random weights (no weight download; acceptance figures meaningless)", "bool")
+    warmup: int = option(1, "warm-up calls per row, excluded from the figures", "int", lo=0, hi=100)
+    repetitions: int = option(3, "measured repetitions of the whole workload per row", "int", lo=1, hi=1000)
+    seed: int = option(0, "seed for sampling methods and random weights", "int", lo=0, hi=2**31 - 1)
+    results: str = option("results/runs.csv", "CSV the rows are appended to; outputs.jsonl goes beside it", "str")
+
+    @classmethod
+    def from_dict(cls, data: dict, check_models: bool = True) -> "Config":
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a JSON object of keys, got {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"unknown config key '{key}' (allowed: {', '.join(known)})")
+        values = {k: coerce(known[k], v) for k, v in data.items()}
+        config = cls(**values)
+        config.check(check_models)
+        return config
+
+    def check(self, check_models: bool = True) -> None:
+        for f in fields(self):  # defaults go through the same rules
+            setattr(self, f.name, coerce(f, getattr(self, f.name)))
+        if not self.prompts:
+            raise ConfigError("config key 'prompts' needs at least one prompt")
+        if any(not p.strip() for p in self.prompts):
+            raise ConfigError("config key 'prompts' has an empty prompt")
+        if not self.methods:
+            raise ConfigError(f"config key 'methods' needs at least one of: {', '.join(METHOD_NAMES)}")
+        if isinstance(self.completions_per_prompt, list) and len(self.completions_per_prompt) != len(self.prompts):
+            raise ConfigError(f"config key 'completions_per_prompt' has {len(self.completions_per_prompt)} counts "
+                              f"for {len(self.prompts)} prompts: give one count per prompt, or a single integer")
+        if "beam_search" in self.methods and self.num_return_sequences > self.num_beams:
+            raise ConfigError(f"config key 'num_return_sequences' ({self.num_return_sequences}) must be at most "
+                              f"num_beams ({self.num_beams})")
+        if "speculative" in self.methods and not self.draft_model:
+            raise ConfigError("config key 'draft_model' is needed by method 'speculative': set a draft model or drop the method")
+        if "flash_attention_2" in self.attention:
+            from bench.models import flash_attn_available
+
+            if not flash_attn_available():
+                raise ConfigError("config key 'attention': flash_attention_2 needs the flash-attn package "
+                                  "(pip install flash-attn --no-build-isolation, a CUDA source build); or use 'sdpa'")
+        if not str(self.results).endswith(".csv"):
+            raise ConfigError(f"config key 'results' must be a path ending in .csv, got '{self.results}'")
+        if check_models:
+            from bench.models import check_available
+
+            for key in ("model", "draft_model"):
+                mid = getattr(self, key)
+                if mid and "speculative" not in self.methods and key == "draft_model":
+                    continue
+                if mid and (why := check_available(mid, self.random_weights)):
+                    raise ConfigError(f"config key '{key}': model '{mid}' cannot be found: {why}")
+
+    def settings(self) -> Settings:
+        return Settings(
+            max_new_tokens=self.max_new_tokens, stop_at_eos=self.stop_at_eos, temperature=self.temperature,
+            top_p=self.top_p, top_k=self.top_k, num_beams=self.num_beams,
+            num_return_sequences=self.num_return_sequences, length_penalty=self.length_penalty,
+            early_stopping=self.early_stopping, batched_do_sample=self.batched_do_sample,
+            num_draft_tokens=self.num_draft_tokens, prompt_lookup_num_tokens=self.prompt_lookup_num_tokens,
+            seed=self.seed)
+
+    def completions(self) -> list[int]:
+        c = self.completions_per_prompt
+        return list(c) if isinstance(c, list) else [c] * len(self.prompts)
+
+    def needs_draft(self) -> bool:
+        return "speculative" in self.methods
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def describe(kind: str, f) -> str:
+    m = f.metadata
+    what = {"str": "a string", "optstr": "a string or null", "int": "an integer", "float": "a number",
+            "bool": "true or false", "list[str]": "a list of strings", "list[int]": "a list of integers",
+            "int|list[int]": "an integer or a list of integers", "str|list[str]": "a string or a list of strings"}[kind]
+    if m["choices"]:
+        what += f" from {', '.join(m['choices'])}"
+    if m["lo"] is not None:
+        what += f" in {m['lo']}..{m['hi']}"
+    return what
+
+
+def coerce(f, value):
+    """Check one value against its field's kind and limits; lists of one kind come back as lists."""
+    m = f.metadata
+    kind = m["kind"]
+
+    def bad(got=value):
+        return ConfigError(f"config key '{f.name}' must be {describe(kind, f)}, got {json.dumps(got)}")
+
+    def scalar(k, v):
+        if k == "str":
+            if not isinstance(v, str) or not v.strip():
+                raise bad()
+            if m["choices"] and v not in m["choices"]:
+                raise bad(v)
+            return v.strip()
+        if k == "bool":
+            if not isinstance(v, bool):
+                raise bad()
+            return v
+        if k == "int":
+            if isinstance(v, bool) or not isinstance(v, int):
+                if isinstance(v, float) and v.is_integer():
+                    v = int(v)
+                else:
+                    raise bad()
+        if k == "float":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise bad()
+            v = float(v)
+        if m["lo"] is not None and not (m["lo"] <= v <= m["hi"]):
+            raise bad(v)
+        return v
+
+    if kind == "optstr":
+        return None if value in (None, "") else scalar("str", value)
+    if kind in ("str", "int", "float", "bool"):
+        return scalar(kind, value)
+    element = kind.split("[")[1].rstrip("]")
+    if kind.startswith(element + "|") and not isinstance(value, list):
+        v = scalar(element, value)
+        return [v] if element == "str" else v
+    if not isinstance(value, list) or not value:
+        raise bad()
+    out = [scalar(element, v) for v in value]
+    if len(set(map(str, out))) != len(out) and f.name != "prompts" and f.name != "completions_per_prompt":
+        raise ConfigError(f"config key '{f.name}' lists a value twice: {json.dumps(value)}")
+    return out
+
+
+def read_json(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config file '{path}' is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a JSON object of config keys")
+    return data
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def preset_path(name: str) -> Path:
+    path = PRESETS_DIR / f"{name}.json"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset '{name}' (available: {', '.join(preset_names())})")
+    return path
+
+
+def field_help() -> dict[str, tuple[str, str]]:
+    """key -> (help, allowed values), for --help, the README and the dashboard."""
+    return {f.name: (f.metadata["help"], describe(f.metadata["kind"], f)) for f in fields(Config)}

@@ -1,0 +1,101 @@
+"""Tiny random Qwen3 models and a byte-level tokenizer, built offline so tests and the `tiny` preset
+need no download. They are saved as ordinary Hugging Face folders and loaded like any other model.
+
+Model ids `tiny/target` and `tiny/draft` resolve to these folders (built on first use).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+TINY_PREFIX = "tiny/"
+TINY_NAMES = ("target", "draft")
+ROOT = Path(os.environ.get("BENCH_TINY_DIR", Path(__file__).resolve().parents[1] / ".cache" / "tiny"))
+
+# Enough varied text for a few hundred byte-level merges, so prompts tokenize into real subwords.
+CORPUS = """The quick brown fox jumps over the lazy dog. Speculative decoding lets a small draft model
+propose tokens that a large target model verifies in a single forward pass. Beam search keeps the
+best few partial sequences at every step. Nucleus sampling draws from the smallest set of tokens
+whose probability mass exceeds top p. Batched generation pads prompts on the left so that every row
+ends at the same position. Memory bandwidth, not arithmetic, bounds decoding at batch size one.
+Once upon a time there was a little model that wanted to generate text very quickly indeed.
+def fibonacci(n): return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)
+Explain the theory of relativity in simple terms. Write a haiku about the ocean at night.
+What is the capital of France? Paris is the capital of France, and Berlin is the capital of Germany.
+""" * 4
+
+SHAPES = {
+    # hidden, layers, heads, kv heads, intermediate, seed
+    "target": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                   intermediate_size=128, seed=1234),
+    "draft": dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                  intermediate_size=64, seed=4321),
+}
+
+
+def is_tiny(model_id: str) -> bool:
+    return model_id.startswith(TINY_PREFIX)
+
+
+def tiny_path(model_id: str) -> Path:
+    """The folder of a tiny model id, built on first use."""
+    name = model_id[len(TINY_PREFIX):]
+    if name not in TINY_NAMES:
+        raise ValueError(f"unknown tiny model '{model_id}': use one of {', '.join(TINY_PREFIX + n for n in TINY_NAMES)}")
+    path = ROOT / name
+    if not (path / "config.json").exists():
+        build(name, path)
+    return path
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([CORPUS], trainer)
+    # Qwen-style: pad is <|endoftext|>, generation ends at <|im_end|>.
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   padding_side="left")
+
+
+def build(name: str, path: Path) -> None:
+    import torch
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = build_tokenizer()
+    shape = dict(SHAPES[name])
+    seed = shape.pop("seed")
+    config = Qwen3Config(
+        vocab_size=512, head_dim=16, max_position_embeddings=4096, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        # A wide init gives peaked logits, so greedy argmax has no near-ties that float noise could flip.
+        initializer_range=0.5, rms_norm_eps=1e-6,
+        bos_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        **shape,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
+        do_sample=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a temporary folder and rename: parallel test workers never see half a model.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=path.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.rename(tmp, path)
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    for n in TINY_NAMES:
+        print(tiny_path(TINY_PREFIX + n))

@@ -1,0 +1,108 @@
+"""The method seam: what every decoding method hands to an engine, and what it gets back.
+
+A method turns prompts (already tokenized, outside the timed region) and settings into a
+`Request`; an engine turns a `Request` into a `Generation`. Engines never read clocks: they call
+`probe.first_token()` once the first new token exists and poll `probe.should_stop()` between steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A left-padded batch of prompts on the model's device (tokenized before any clock starts)."""
+
+    input_ids: torch.Tensor  # (B, L) long, left-padded with the pad id
+    attention_mask: torch.Tensor  # (B, L) long, 0 over padding
+    prompt_indices: tuple[int, ...]  # which configured prompt each row is
+    completion_indices: tuple[int, ...]  # which completion of that prompt each row is
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Generation settings shared by all methods; each method reads the ones it needs."""
+
+    max_new_tokens: int = 128
+    stop_at_eos: bool = False  # False: min_new_tokens = max_new_tokens, the same length for every method
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 0
+    num_beams: int = 4
+    num_return_sequences: int = 2
+    length_penalty: float = 1.0
+    early_stopping: bool = False
+    batched_do_sample: bool = False
+    num_draft_tokens: int = 5
+    prompt_lookup_num_tokens: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Request:
+    """One engine call. Everything an engine needs, nothing it has to look up."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    max_new_tokens: int
+    min_new_tokens: int
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 disables top-k (pure nucleus)
+    seed: int = 0
+    num_beams: int = 1
+    num_return_sequences: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool = False
+    use_draft: bool = False  # speculative decoding with the draft model
+    num_draft_tokens: int = 5  # k: tokens the draft proposes per target forward
+    prompt_lookup_num_tokens: int = 0  # > 0: n-gram drafting from the prompt
+
+
+@dataclass
+class Generation:
+    """What an engine returns. `sequences` holds new tokens only (no prompt), right-padded."""
+
+    sequences: torch.Tensor  # (N, T) long; N = batch * num_return_sequences
+    new_tokens: list[int]  # real new tokens per sequence, up to and including EOS; never padding
+    drafted: int = 0  # draft tokens proposed to the target (speculative, prompt lookup)
+    accepted: int = 0  # of those, accepted by the target
+    verify_steps: int = 0  # target forwards that verified drafts (one per round)
+    engine: str = "hf"  # the engine that really produced the tokens
+    notes: list[str] = field(default_factory=list)
+
+
+class Probe(Protocol):
+    """What an engine may tell the measurement, without reading a clock itself."""
+
+    def first_token(self) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class NullProbe:
+    """A probe that measures nothing, for callers outside a benchmark (tests, warm-up)."""
+
+    def first_token(self) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+class Engine(Protocol):
+    name: str
+
+    def generate(self, request: Request, probe: Probe) -> Generation: ...
+
+
+class UnsupportedSetting(ValueError):
+    """A method or engine cannot run this setting; the message says why and what to do instead."""

@@ -1,0 +1,29 @@
+"""Peak device memory of one call: the counter is reset on entry, read on exit."""
+from __future__ import annotations
+
+import torch
+
+MIB = 1024 * 1024
+
+
+class PeakMemory:
+    """PyTorch's CUDA max-allocated and max-reserved over the call, in MiB (NaN on the CPU, where
+    PyTorch keeps no such counter)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.allocated_mib = self.reserved_mib = float("nan")
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.allocated_mib = torch.cuda.max_memory_allocated(self.device) / MIB
+            self.reserved_mib = torch.cuda.max_memory_reserved(self.device) / MIB
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
