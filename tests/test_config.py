@@ -1,0 +1,85 @@
+"""Bad configs: one line naming the key, exit code 2, no traceback."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.config import Config, ConfigError
+from conftest import ROOT
+
+BASE = {"model": "tiny/target", "draft_model": "tiny/draft", "device": "cpu"}
+
+
+def cli(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("content, names", [
+    ("{not json", "not valid JSON"),
+    (json.dumps(dict(BASE, colour="blue")), "'colour'"),
+    (json.dumps(dict(BASE, max_new_tokens="many")), "'max_new_tokens'"),
+    (json.dumps(dict(BASE, top_p=1.5)), "'top_p'"),
+    (json.dumps(dict(BASE, repetitions=0)), "'repetitions'"),
+    (json.dumps(dict(BASE, methods=["standard", "telepathy"])), "'methods'"),
+    (json.dumps(dict(BASE, batch_sizes=[4, -1])), "'batch_sizes'"),
+    (json.dumps(dict(BASE, model="acme/not-a-model")), "'model'"),
+    (json.dumps(dict(BASE, num_beams=2, num_return_sequences=3)), "'num_return_sequences'"),
+    (json.dumps([1, 2]), "JSON object"),
+])
+def test_bad_config_file_exits_2_naming_the_key(tmp_path, content, names):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    result = cli("--config", str(path))
+    assert result.returncode == 2
+    assert names in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_config_file_and_unknown_preset_exit_2():
+    missing = cli("--config", "no/such/file.json")
+    assert missing.returncode == 2 and "no/such/file.json" in missing.stderr and "not found" in missing.stderr
+    preset = cli("--preset", "nope")
+    assert preset.returncode == 2 and "unknown preset 'nope'" in preset.stderr and "tiny" in preset.stderr
+
+
+def test_bad_flag_value_exits_2():
+    result = cli("--preset", "tiny", "--max-new-tokens", "ten")
+    assert result.returncode == 2 and "--max-new-tokens" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_flags_override_preset_keys():
+    from bench.cli import config_dict, parser
+
+    args = parser().parse_args(["--preset", "tiny", "--methods", "standard,batched", "--max-new-tokens", "7",
+                                "--model", "tiny/draft", "--draft-model", "tiny/target", "--results", "x/r.csv",
+                                "--engine", "hf,fast"])
+    config = Config.from_dict(config_dict(args))
+    assert config.methods == ["standard", "batched"] and config.max_new_tokens == 7
+    assert (config.model, config.draft_model, config.results) == ("tiny/draft", "tiny/target", "x/r.csv")
+    assert config.engine == ["hf", "fast"] and config.batch_sizes == [1, 2, 6]  # the rest from the preset
+
+
+def test_every_preset_is_valid():
+    from bench.config import preset_names, preset_path, read_json
+
+    assert {"tiny", "quick", "standard", "full"} <= set(preset_names())
+    for name in preset_names():
+        Config.from_dict(read_json(preset_path(name)), check_models=False)
+
+
+def test_flash_attention_without_the_package_names_the_fix():
+    from bench.models import flash_attn_available
+
+    if flash_attn_available():
+        pytest.skip("flash-attn is installed here")
+    with pytest.raises(ConfigError, match="pip install flash-attn"):
+        Config.from_dict(dict(BASE, attention="flash_attention_2"))
+
+
+def test_speculative_without_draft_is_refused():
+    with pytest.raises(ConfigError, match="'draft_model'"):
+        Config.from_dict(dict(BASE, draft_model=None, methods=["speculative"]))

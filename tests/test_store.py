@@ -1,0 +1,63 @@
+"""The CSV store: round trip, old headers, and a run killed mid-way."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from bench import store
+from conftest import ROOT
+
+
+def sample_row(i):
+    row = {c: float("nan") for c in store.COLUMNS}
+    row.update(run_id=f"run{i}", method="standard", setting="greedy", status="ok", error="",
+               latency_ms_median=12.5 + i, notes='has "quotes", commas\nand a newline', random_weights=False)
+    return row
+
+
+def test_csv_round_trip(tmp_path):
+    path = tmp_path / "runs.csv"
+    for i in range(3):
+        store.append_row(path, sample_row(i))
+    df = store.load_rows(path)
+    assert list(df.columns) == store.COLUMNS
+    assert df["run_id"].tolist() == ["run0", "run1", "run2"]
+    assert df["latency_ms_median"].tolist() == [12.5, 13.5, 14.5]
+    assert df["notes"][0] == 'has "quotes", commas\nand a newline'
+    assert math.isnan(df["ttft_ms_median"][0])
+
+
+def test_older_column_set_still_loads_and_gains_new_columns(tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text("run_id,method,status,latency_ms_median\nold,standard,ok,99.0\n")
+    store.append_row(path, sample_row(1))
+    df = store.load_rows(path)
+    assert df["run_id"].tolist() == ["old", "run1"]
+    assert df["latency_ms_median"].tolist() == [99.0, 13.5]
+    other = tmp_path / "other_machine.csv"
+    store.append_row(other, sample_row(2))
+    assert store.load_rows([path, other])["run_id"].tolist() == ["old", "run1", "run2"]
+
+
+def test_run_killed_mid_way_keeps_every_finished_row(tmp_path):
+    csv_path = tmp_path / "runs.csv"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "app.py", "--preset", "tiny", "--results", str(csv_path)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if csv_path.exists() and csv_path.read_text().count("\n") >= 3:  # header + 2 rows
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    df = pd.read_csv(csv_path)
+    assert len(df) >= 2
+    assert (df["status"] == "ok").all() and df["tokens_per_s_per_sequence_median"].notna().all()
+    assert df["method"].iloc[0] == "standard"
+    for line in (tmp_path / "outputs.jsonl").read_text().splitlines():
+        assert line.startswith("{") and line.endswith("}")
