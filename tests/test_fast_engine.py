@@ -1,0 +1,362 @@
+"""The `fast` engine on the CPU (float32, no compile): token-for-token equal to the `hf` engine where decoding is
+greedy, and distribution-exact where it samples. Nothing here times anything."""
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import dataclasses  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from scipy.stats import chi2  # noqa: E402
+
+from decoding import METHODS  # noqa: E402
+from decoding.types import Generation, NullProbe, Request, Settings, UnsupportedSetting  # noqa: E402
+from engines.fast import FastEngine, prompt_lookup_candidates  # noqa: E402
+from engines.fast_sampling import rejection_accept  # noqa: E402
+from engines.hf import HFEngine, count_new_tokens  # noqa: E402
+
+S = Settings(max_new_tokens=24)
+ALPHA = 0.001  # chi-square goodness of fit: the test fails when p-value < 0.001 (statistic > chi2.ppf(0.999, df))
+
+
+def run(method, engine, inputs, settings=S):
+    return METHODS[method](inputs, settings, engine, NullProbe())
+
+
+@pytest.fixture(scope="module")
+def fast(tiny_models):
+    return FastEngine(tiny_models)
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_models):
+    return HFEngine(tiny_models)
+
+
+def check_shape(g: Generation, models):
+    """New tokens only, right-padded with pad after the first EOS, counted up to and including it."""
+    assert g.engine == "fast"
+    assert g.new_tokens == count_new_tokens(g.sequences, models.eos_token_ids)
+    for row, n in zip(g.sequences, g.new_tokens):
+        assert (row[n:] == models.pad_token_id).all()
+
+
+# -- greedy: equal to the hf engine ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt", [0, 1, 2])
+def test_standard_greedy_equals_hf(tiny_models, inputs, fast, hf, prompt):
+    x = inputs([prompt])
+    ours, ref = run("standard", fast, x), run("standard", hf, x)
+    assert torch.equal(ours.sequences, ref.sequences)
+    assert ours.new_tokens == ref.new_tokens == [S.max_new_tokens]
+    check_shape(ours, tiny_models)
+
+
+def test_batched_left_padded_greedy_equals_hf(tiny_models, inputs, fast, hf):
+    x = inputs([0, 1, 2])
+    assert len(set(x.attention_mask.sum(1).tolist())) == 3  # mixed lengths: padding through position ids and mask
+    ours = run("batched", fast, x)
+    assert torch.equal(ours.sequences, run("batched", hf, x).sequences)
+    # And every row equals the same prompt decoded alone: padding changes nothing.
+    for row, prompt in enumerate([0, 1, 2]):
+        assert torch.equal(ours.sequences[row], run("standard", fast, inputs([prompt])).sequences[0])
+
+
+@pytest.mark.parametrize("prompt", [1, 2])
+def test_prompt_lookup_greedy_equals_hf(tiny_models, inputs, fast, hf, prompt):
+    x = inputs([prompt])
+    ours = run("prompt_lookup", fast, x)
+    assert torch.equal(ours.sequences, run("prompt_lookup", hf, x).sequences)
+    assert 0 <= ours.accepted <= ours.drafted
+    if prompt == 1:  # a prompt with repeated n-grams: lookup really drafts and verifies
+        assert ours.drafted > 0 and ours.verify_steps > 0
+
+
+def eos_models(models, inputs, index):
+    """The tiny models with EOS redefined as the token greedy decoding of prompt 1 emits at `index`, so EOS really
+    occurs; and how many tokens that run then has (up to the first occurrence of that token)."""
+    seq = run("standard", FastEngine(models), inputs([1])).sequences[0].tolist()
+    return dataclasses.replace(models, eos_token_ids=(seq[index],)), seq.index(seq[index]) + 1
+
+
+@pytest.mark.parametrize("min_new", [0, 6])
+def test_stopping_at_eos_and_min_new_tokens_equal_hf(tiny_models, inputs, min_new):
+    models, stop = eos_models(tiny_models, inputs, 3)
+    fast, hf = FastEngine(models), HFEngine(models)
+    for rows in ([1], [0, 1, 2]):
+        x = inputs(rows)
+        request = Request(x.input_ids, x.attention_mask, max_new_tokens=20, min_new_tokens=min_new)
+        ours, ref = fast.generate(request, NullProbe()), hf.generate(request, NullProbe())
+        assert torch.equal(ours.sequences, ref.sequences), rows
+        assert ours.new_tokens == ref.new_tokens
+        check_shape(ours, models)
+    if min_new == 0:
+        assert ours.new_tokens[1] == stop  # the row of prompt 1 stops at its EOS, the others run on
+
+
+def test_speculative_and_lookup_stop_at_eos_like_standard(tiny_models, inputs):
+    models, stop = eos_models(tiny_models, inputs, 5)
+    fast = FastEngine(models)
+    x = inputs([1])
+    settings = dataclasses.replace(S, stop_at_eos=True, num_draft_tokens=3)
+    standard = run("standard", fast, x, settings)
+    assert standard.new_tokens == [stop] and standard.sequences.shape == (1, stop)
+    for method in ("speculative", "prompt_lookup"):
+        g = run(method, fast, x, settings)
+        assert torch.equal(g.sequences, standard.sequences), method
+        assert g.new_tokens == [stop]
+
+
+# -- speculative decoding: lossless, counted, cropped -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("prompt", [0, 1])
+def test_speculative_greedy_equals_standard(tiny_models, inputs, fast, k, prompt):
+    x = inputs([prompt])
+    settings = dataclasses.replace(S, num_draft_tokens=k)
+    spec = run("speculative", fast, x, settings)
+    assert torch.equal(spec.sequences, run("standard", fast, x).sequences)
+    assert spec.verify_steps > 0 and 0 <= spec.accepted <= spec.drafted <= k * spec.verify_steps
+    # Every token after the first (from the prefill) is an accepted draft or the target's token of a round,
+    # except a plain last step when only one token was left to produce.
+    assert spec.accepted + spec.verify_steps <= S.max_new_tokens - 1 <= spec.accepted + spec.verify_steps + 1
+
+
+def test_speculative_equals_hf_speculative(tiny_models, inputs, fast, hf):
+    x = inputs([1])
+    assert torch.equal(run("speculative", fast, x).sequences, run("speculative", hf, x).sequences)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_draft_equal_to_target_is_always_accepted(tiny_models, inputs, k):
+    models = dataclasses.replace(tiny_models, draft=tiny_models.target)
+    fast = FastEngine(models)
+    x = inputs([0])
+    settings = dataclasses.replace(S, max_new_tokens=18, num_draft_tokens=k)  # 17 after the first: crops a round
+    spec = run("speculative", fast, x, settings)
+    assert spec.accepted == spec.drafted > 0
+    assert spec.sequences.shape == (1, 18) and spec.new_tokens == [18]  # max_new_tokens exactly, never more
+    assert torch.equal(spec.sequences, run("standard", fast, x, settings).sequences)
+    full_rounds, rest = divmod(17, k + 1)
+    assert spec.verify_steps == full_rounds + (rest > 1)  # a round of k+1 tokens each; a last 1 is a plain step
+
+
+# -- sampling ---------------------------------------------------------------------------------------------------
+
+
+def test_nucleus_repeats_with_its_seed_and_differs_with_another(tiny_models, inputs, fast):
+    x = inputs([0])
+    settings = dataclasses.replace(S, temperature=1.5, top_p=0.95)
+    a, b = run("nucleus", fast, x, settings), run("nucleus", fast, x, settings)
+    other = run("nucleus", fast, x, dataclasses.replace(settings, seed=1))
+    assert torch.equal(a.sequences, b.sequences)
+    assert not torch.equal(a.sequences, other.sequences)
+    check_shape(a, tiny_models)
+
+
+def test_speculative_sampling_repeats_with_its_seed(tiny_models, inputs, fast):
+    x = inputs([1])
+    spec = METHODS["speculative"]
+    settings = dataclasses.replace(S, temperature=1.5, top_p=0.95)
+    a = spec(x, settings, fast, NullProbe(), do_sample=True)
+    b = spec(x, settings, fast, NullProbe(), do_sample=True)
+    assert torch.equal(a.sequences, b.sequences) and (a.drafted, a.accepted) == (b.drafted, b.accepted)
+    assert a.sequences.shape == (1, S.max_new_tokens)
+
+
+def chi_square_ok(counts: torch.Tensor, probs: torch.Tensor) -> tuple[bool, float, float]:
+    """Pearson's goodness of fit of observed counts to probabilities. A sample in a cell of probability 0 fails
+    outright; cells expecting fewer than 5 samples are pooled into one. Returns (passes at ALPHA, statistic,
+    critical value chi2.ppf(1 - ALPHA, cells - 1))."""
+    counts, probs = counts.double(), probs.double()
+    support = probs > 0
+    if counts[~support].sum() > 0:
+        return False, float("inf"), 0.0
+    observed, expected = counts[support], counts.sum() * probs[support] / probs[support].sum()
+    small = expected < 5
+    if small.any():
+        observed = torch.cat([observed[~small], observed[small].sum().view(1)])
+        expected = torch.cat([expected[~small], expected[small].sum().view(1)])
+    assert len(expected) >= 2 and expected.min() >= 1, "too few samples for a chi-square test"
+    statistic = float(((observed - expected) ** 2 / expected).sum())
+    critical = float(chi2.ppf(1 - ALPHA, len(expected) - 1))
+    return statistic < critical, statistic, critical
+
+
+def always_accept(drafts, q, p, n_real):
+    """A broken rule on purpose: take every offered draft, then a token from the target."""
+    n = torch.minimum(torch.full(drafts.shape[:1], drafts.shape[1]), torch.as_tensor(n_real)).long()
+    nxt = torch.multinomial(p[torch.arange(drafts.shape[0]), n], 1)[:, 0]
+    return n, nxt
+
+
+P = torch.tensor([[0.30, 0.25, 0.20, 0.10, 0.08, 0.05, 0.02, 0.00],
+                  [0.05, 0.05, 0.40, 0.30, 0.10, 0.05, 0.05, 0.00],
+                  [0.10, 0.10, 0.10, 0.10, 0.20, 0.20, 0.10, 0.10]])  # target, 3 positions (k = 2)
+Q = torch.tensor([[0.05, 0.10, 0.05, 0.30, 0.30, 0.05, 0.05, 0.10],
+                  [0.30, 0.30, 0.05, 0.05, 0.10, 0.10, 0.05, 0.05]])  # draft, k = 2 (puts mass where p is 0)
+Q_INSIDE = torch.tensor([[0.05, 0.10, 0.05, 0.30, 0.30, 0.05, 0.15, 0.00],
+                         [0.30, 0.30, 0.05, 0.05, 0.10, 0.10, 0.10, 0.00]])  # a draft within p's support
+
+
+def first_tokens(accept_fn, n_real, q=Q, rows=20000, seed=0):
+    """The first token a round outputs, for `rows` independent rounds with drafts sampled from q."""
+    torch.manual_seed(seed)
+    drafts = torch.stack([torch.multinomial(q[i], rows, replacement=True) for i in range(2)], dim=1)
+    n, nxt = accept_fn(drafts, q.expand(rows, -1, -1), P.expand(rows, -1, -1), torch.tensor(n_real))
+    first = torch.where(n > 0, drafts[:, 0], nxt)
+    return torch.bincount(first, minlength=8), n
+
+
+@pytest.mark.parametrize("q", [Q, Q_INSIDE], ids=["q-outside-support", "q-inside-support"])
+@pytest.mark.parametrize("n_real", [2, 1, 0])
+def test_rejection_rule_keeps_the_target_distribution(n_real, q):
+    counts, n = first_tokens(rejection_accept, n_real, q)
+    ok, stat, crit = chi_square_ok(counts, P[0])
+    assert ok, f"chi2 {stat:.1f} >= {crit:.1f}"
+    assert int(n.max()) <= n_real  # never accepts a draft that was not offered
+    if n_real:
+        assert 0 < float((n > 0).float().mean()) < 1  # both branches (accept, residual draw) really ran
+
+
+@pytest.mark.parametrize("q", [Q, Q_INSIDE], ids=["q-outside-support", "q-inside-support"])
+def test_always_accepting_fails_the_same_test(q):
+    counts, _ = first_tokens(always_accept, 2, q)
+    ok, stat, crit = chi_square_ok(counts, P[0])
+    # Outside p's support a single sample refutes; inside it the statistic itself is far over the critical value.
+    assert not ok and stat > 10 * crit
+
+
+def test_greedy_is_the_rejection_rule_on_one_hot_distributions():
+    """Deterministic drafts (q one-hot) against a one-hot target: accept exactly the matching prefix."""
+    eye = torch.eye(8)
+    drafts = torch.tensor([[3, 4, 5], [3, 1, 5], [2, 4, 5], [3, 4, 5]])
+    target = torch.tensor([[3, 4, 5, 6], [3, 4, 5, 6], [3, 4, 5, 6], [3, 4, 0, 6]])
+    n, nxt = rejection_accept(drafts, eye[drafts], eye[target], torch.tensor(3))
+    assert n.tolist() == [3, 1, 0, 2] and nxt.tolist() == [6, 4, 3, 0]
+    n, nxt = rejection_accept(drafts, eye[drafts], eye[target], torch.tensor(1))  # only one draft offered
+    assert n.tolist() == [1, 1, 0, 1] and nxt.tolist() == [4, 4, 3, 4]
+
+
+def context_free_models(vocab=12, eos=11):
+    """Tiny target and draft whose next-token distributions ignore the context: every token has the same embedding,
+    so attention averages equal values and every position sees the same logits. Their outputs are then i.i.d., and
+    thousands of tokens of one generation are thousands of samples of one distribution."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from bench.models import LoadedModels
+
+    def build(seed, scale):
+        config = Qwen3Config(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1, head_dim=8, tie_word_embeddings=False,
+                             max_position_embeddings=8192, rope_parameters={"rope_type": "default", "rope_theta": 1e4},
+                             pad_token_id=0, bos_token_id=0, eos_token_id=eos)
+        torch.manual_seed(seed)
+        model = Qwen3ForCausalLM(config).eval()
+        with torch.no_grad():
+            model.model.embed_tokens.weight.copy_(torch.randn(1, 16).expand(vocab, -1))  # row 0 (pad) was 0
+            torch.manual_seed(seed + 100)
+            model.lm_head.weight.normal_(0, scale)  # logits of std ~1: several tokens matter, top-p drops some
+        return model
+
+    return LoadedModels(target=build(1, 0.25), tokenizer=None, draft=build(2, 0.25), device=torch.device("cpu"),
+                        dtype=torch.float32, pad_token_id=0, eos_token_ids=(eos,), random_weights=True)
+
+
+def target_distribution(models, temperature, top_p):
+    """The target's warped distribution computed by transformers' own logits processors (not ours)."""
+    from transformers import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor, TemperatureLogitsWarper,
+                              TopPLogitsWarper)
+
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        logits = models.target(ids).logits[:, -1].float()
+    processors = LogitsProcessorList([
+        MinNewTokensLengthLogitsProcessor(3, 10**6, list(models.eos_token_ids)),
+        TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)])
+    return torch.softmax(processors(ids, logits), dim=-1)[0]
+
+
+@pytest.mark.parametrize("accept", ["rejection", "always"])
+def test_speculative_sampling_end_to_end_keeps_the_target_distribution(accept):
+    models = context_free_models()
+    temperature, top_p, n = 0.9, 0.95, 1500
+    p = target_distribution(models, temperature, top_p)
+    assert int((p == 0).sum()) >= 2  # EOS (min_new_tokens) and top-p really removed tokens
+    engine = FastEngine(models, accept_fn=rejection_accept if accept == "rejection" else always_accept)
+    ids = torch.tensor([[1, 2, 3]])
+    request = Request(ids, torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, do_sample=True,
+                      temperature=temperature, top_p=top_p, use_draft=True, num_draft_tokens=3, seed=7)
+    g = engine.generate(request, NullProbe())
+    assert g.sequences.shape == (1, n) and g.verify_steps > 0
+    ok, stat, crit = chi_square_ok(torch.bincount(g.sequences[0], minlength=p.numel()), p)
+    if accept == "rejection":
+        assert 0 < g.accepted < g.drafted  # the draft differs from the target: both branches of the rule ran
+        assert ok, f"chi2 {stat:.1f} >= {crit:.1f}"
+    else:
+        assert not ok, "the chi-square test cannot tell a broken acceptance rule from the real one"
+
+
+def test_nucleus_sampling_follows_the_warped_distribution():
+    models = context_free_models()
+    p = target_distribution(models, 0.9, 0.95)
+    ids = torch.tensor([[1, 2, 3]])
+    request = Request(ids, torch.ones_like(ids), max_new_tokens=1500, min_new_tokens=1500, do_sample=True,
+                      temperature=0.9, top_p=0.95, seed=3)
+    g = FastEngine(models).generate(request, NullProbe())
+    ok, stat, crit = chi_square_ok(torch.bincount(g.sequences[0], minlength=p.numel()), p)
+    assert ok, f"chi2 {stat:.1f} >= {crit:.1f}"
+
+
+# -- the seam ---------------------------------------------------------------------------------------------------
+
+
+class CountingProbe:
+    def __init__(self, stop_after_polls=None):
+        self.first = 0
+        self.polls = 0
+        self.stop_after = stop_after_polls
+
+    def first_token(self):
+        self.first += 1
+
+    def should_stop(self):
+        self.polls += 1
+        return self.stop_after is not None and self.polls > self.stop_after
+
+
+@pytest.mark.parametrize("method", ["standard", "speculative", "prompt_lookup"])
+def test_probe_marks_the_first_token_once_and_can_stop_the_run(tiny_models, inputs, fast, method):
+    x = inputs([1])
+    probe = CountingProbe()
+    full = METHODS[method](x, S, fast, probe)
+    assert probe.first == 1 and probe.polls > 0 and full.new_tokens == [S.max_new_tokens]
+    probe = CountingProbe(stop_after_polls=0)
+    stopped = METHODS[method](x, S, fast, probe)
+    assert probe.first == 1
+    assert 1 <= stopped.sequences.shape[1] < S.max_new_tokens
+    assert stopped.new_tokens == [stopped.sequences.shape[1]]
+    assert torch.equal(stopped.sequences[0], full.sequences[0, :stopped.sequences.shape[1]])
+
+
+def test_beam_search_and_batched_speculation_are_refused_with_a_reason(tiny_models, inputs, fast):
+    with pytest.raises(UnsupportedSetting, match="beam search runs on the hf engine only"):
+        run("beam_search", fast, inputs([0]), dataclasses.replace(S, num_beams=2, num_return_sequences=1))
+    x = inputs([0, 1])
+    with pytest.raises(UnsupportedSetting, match="batch size 1"):
+        fast.generate(Request(x.input_ids, x.attention_mask, 8, 8, use_draft=True), NullProbe())
+
+
+def test_cpu_runs_uncompiled(fast):
+    assert fast.name == "fast" and fast.compile is False and fast.compile_seconds == 0.0
+
+
+def test_prompt_lookup_candidates_follow_transformers():
+    # The earliest earlier occurrence of the last 2-gram, else of the last token; cut before EOS; none if unseen.
+    assert prompt_lookup_candidates([5, 6, 7, 8, 5, 6], 3, {99}) == [7, 8, 5]
+    assert prompt_lookup_candidates([5, 6, 7, 8, 9, 6], 10, {99}) == [7, 8, 9, 6]
+    assert prompt_lookup_candidates([5, 6, 99, 7, 5, 6], 10, {99}) == []
+    assert prompt_lookup_candidates([1, 2, 3], 10, {99}) == []
