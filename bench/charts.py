@@ -1,0 +1,250 @@
+"""Plotly figures of result rows: pure functions DataFrame -> Figure, shared by the dashboard and reports.
+
+    fig = charts.tokens_per_s(store.load_rows("results/runs.csv"))
+
+Every function takes rows as the store writes them (any subset of runs) and draws only rows with
+status ok. One run: one bar per method x setting, coloured by method. Several runs: one colour per
+run, so the same method lines up side by side. Per-sequence tok/s (what one user waits for) and
+aggregate tok/s (all sequences of a call) never share a chart: `tokens_per_s` and `speedup` use the
+first, `batch_throughput` the second.
+"""
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from bench.runner import ORDER, RANDOM_WEIGHTS_NOTE
+
+# Row keys shown on hover, so a bar can be traced to the exact settings that produced it.
+HOVER_KEYS = [
+    "run_id", "method", "setting", "engine", "model", "draft_model", "dtype", "quantization", "attention",
+    "device", "device_name", "batch_size", "do_sample", "temperature", "top_p", "top_k", "num_beams",
+    "num_return_sequences", "num_draft_tokens", "max_new_tokens", "num_prompts", "sequences", "warmup",
+    "repetitions", "calls", "random_weights", "notes",
+]
+NUMERIC = [
+    "batch_size", "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_std",
+    "aggregate_tokens_per_s_median", "aggregate_tokens_per_s_std", "latency_ms_median", "ttft_ms_median",
+    "peak_allocated_mib", "peak_reserved_mib", "speedup_vs_standard", "acceptance_rate", "mean_accepted_tokens",
+    "drafted_tokens",
+]
+# A fixed colour per method keeps charts of different runs and pages comparable at a glance.
+METHOD_COLORS = {
+    "standard": "#64748b", "nucleus": "#0ea5e9", "beam_search": "#8b5cf6", "batched": "#f59e0b",
+    "speculative": "#10b981", "prompt_lookup": "#ec4899",
+}
+RUN_COLORS = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777"]
+VARIANT_KEYS = ["engine", "quantization", "attention", "dtype", "model"]  # appended to labels when they vary
+HEIGHT = 340
+
+
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """Finished rows in method order, figures as numbers, plus `label`, `run` and `hover` columns."""
+    if df is None or df.empty:
+        return pd.DataFrame(columns=["label", "run", "hover", "method"])
+    d = df[df["status"].astype(str) == "ok"].copy()
+    if d.empty:
+        return d.assign(label=[], run=[], hover=[])
+    for c in NUMERIC:
+        if c in d:
+            d[c] = pd.to_numeric(d[c], errors="coerce")
+    rank = {m: i for i, m in enumerate(ORDER)}
+    d["_order"] = d["method"].map(rank).fillna(len(ORDER))
+    d = d.sort_values(["run_id", "_order", "batch_size"], kind="stable")
+    varying = [k for k in VARIANT_KEYS if k in d and d[k].astype(str).nunique() > 1]
+    d["label"] = d["method"].astype(str) + " [" + d["setting"].astype(str) + "]"
+    for k in varying:
+        d["label"] += " · " + d[k].astype(str)
+    d["run"] = d["run_id"].astype(str)
+    d["hover"] = [hover_text(r) for r in d.to_dict("records")]
+    return d
+
+
+def hover_text(row: dict) -> str:
+    lines = []
+    for k in HOVER_KEYS:
+        v = row.get(k)
+        if v is None or (isinstance(v, float) and pd.isna(v)) or str(v) in ("", "nan", "<NA>"):
+            continue
+        lines.append(f"{k}: {html.escape(str(v))}")
+    return "<br>".join(lines)
+
+
+def empty(title: str, message: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font=dict(size=14, color="#64748b"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return style(fig, title)
+
+
+def style(fig: go.Figure, title: str, y_title: str = "", x_title: str = "") -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title, x=0.01, font=dict(size=15)), template="plotly_white", height=HEIGHT,
+        margin=dict(l=60, r=20, t=70, b=40), legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1,
+                                                         xanchor="right"),
+        hoverlabel=dict(align="left", font_size=11), bargap=0.25)
+    if y_title:
+        fig.update_yaxes(title_text=y_title)
+    if x_title:
+        fig.update_xaxes(title_text=x_title)
+    fig.update_xaxes(tickangle=-30, automargin=True)
+    return fig
+
+
+def bars(d: pd.DataFrame, y: str, error: str | None = None, fmt: str = ".1f", unit: str = "",
+         labels: bool = False) -> list[go.Bar]:
+    """One trace coloured by method for one run; one trace per run when several are compared.
+    labels: print each value above its bar (for small values that would otherwise vanish)."""
+    def number(v) -> str:
+        return f"{v:{fmt}}{unit}" if pd.notna(v) else "n/a"
+
+    def trace(part: pd.DataFrame, name: str, color, legend: bool) -> go.Bar:
+        err = part[error] if error else None
+        first = [number(v) + (f" ± {e:{fmt}}" if err is not None and pd.notna(e) else "")
+                 for v, e in zip(part[y], err if err is not None else [None] * len(part))]
+        return go.Bar(
+            x=part["label"], y=part[y], name=name, marker_color=color, showlegend=legend,
+            text=[number(v) for v in part[y]] if labels else None, textposition="outside", cliponaxis=False,
+            error_y=dict(type="data", array=err.fillna(0), visible=True, thickness=1.2) if err is not None else None,
+            hovertext=[f"<b>{v}</b><br>{h}" for v, h in zip(first, part["hover"])],
+            hovertemplate="%{hovertext}<extra></extra>")
+
+    runs = list(dict.fromkeys(d["run"]))
+    if len(runs) == 1:
+        return [trace(d, runs[0], [METHOD_COLORS.get(m, "#94a3b8") for m in d["method"]], False)]
+    return [trace(d[d["run"] == r], r, RUN_COLORS[i % len(RUN_COLORS)], True) for i, r in enumerate(runs)]
+
+
+def tokens_per_s(df: pd.DataFrame) -> go.Figure:
+    """Per-sequence decoding speed, median over repetitions, error bar = standard deviation."""
+    title = "Tokens/s per sequence (median ± std over repetitions)"
+    d = prepare(df)
+    if d.empty:
+        return empty(title, "no finished rows yet")
+    fig = go.Figure(bars(d, "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_std", unit=" tok/s"))
+    return style(fig, title, "tokens/s per sequence")
+
+
+def latency(df: pd.DataFrame) -> go.Figure:
+    """Median call latency split into time to first token and the decode time after it."""
+    title = "Latency per call: time to first token + decode (median)"
+    d = prepare(df)
+    if d.empty:
+        return empty(title, "no finished rows yet")
+    d["decode_ms"] = (d["latency_ms_median"] - d["ttft_ms_median"]).clip(lower=0)
+    runs = list(dict.fromkeys(d["run"]))
+    several = len(runs) > 1
+    if several:
+        title = "Latency per call: time to first token (hatched) + decode (median)"
+    fig = go.Figure()
+    for i, run in enumerate(runs):
+        part = d[d["run"] == run]
+        # One stack per run, side by side (offsetgroup); decode sits on TTFT (base).
+        for key, name in (("ttft_ms_median", "time to first token"), ("decode_ms", "decode")):
+            color = RUN_COLORS[i % len(RUN_COLORS)] if several else ("#f97316" if key == "ttft_ms_median" else "#2563eb")
+            fig.add_bar(
+                x=part["label"], y=part[key], name=run if several else name, marker_color=color,
+                showlegend=not several or key == "decode_ms",  # several runs: the legend names runs
+                marker_pattern_shape="/" if several and key == "ttft_ms_median" else "",
+                offsetgroup=run, base=part["ttft_ms_median"] if key == "decode_ms" else None,
+                hovertext=[f"<b>{name}: {v:.1f} ms</b> (latency {t:.1f} ms)<br>{h}"
+                           for v, t, h in zip(part[key], part["latency_ms_median"], part["hover"])],
+                hovertemplate="%{hovertext}<extra></extra>")
+    fig.update_layout(barmode="group", legend_traceorder="normal")
+    return style(fig, title, "ms per call")
+
+
+def memory(df: pd.DataFrame) -> go.Figure:
+    """Peak GPU memory allocated during the measured calls."""
+    title = "Peak GPU memory allocated"
+    d = prepare(df)
+    if d.empty:
+        return empty(title, "no finished rows yet")
+    d = d[d["peak_allocated_mib"].notna()]
+    if d.empty:
+        return empty(title, "no GPU memory figures: peak memory is measured<br>on CUDA devices only (these rows ran on CPU)")
+    fig = go.Figure(bars(d, "peak_allocated_mib", fmt=".0f", unit=" MiB"))
+    return style(fig, title, "MiB")
+
+
+def speedup(df: pd.DataFrame) -> go.Figure:
+    """Per-sequence tok/s relative to standard greedy decoding of the same run and variant."""
+    title = "Speedup vs standard (tokens/s per sequence; dotted line = 1×)"
+    d = prepare(df)
+    d = d[d["speedup_vs_standard"].notna()] if not d.empty else d
+    if d.empty:
+        return empty(title, "needs the standard method in the run")
+    fig = go.Figure(bars(d, "speedup_vs_standard", fmt=".2f", unit="×", labels=d["run"].nunique() == 1))
+    fig.add_hline(y=1.0, line_dash="dot", line_color="#475569")
+    fig.update_yaxes(range=[0, max(d["speedup_vs_standard"].max(), 1.0) * 1.18])  # room for the labels
+    return style(fig, title, "× standard")
+
+
+def acceptance(df: pd.DataFrame) -> go.Figure:
+    """How much of the drafted text the target accepts (speculative and prompt_lookup rows)."""
+    title = "Draft acceptance (speculative methods)"
+    d = prepare(df)
+    d = d[d["method"].isin(["speculative", "prompt_lookup"])] if not d.empty else d
+    if d.empty:
+        return empty(title, "no speculative or prompt_lookup rows")
+    d = d.assign(acceptance_pct=d["acceptance_rate"] * 100)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
+                        subplot_titles=("accepted / drafted tokens", "tokens per target forward"))
+    fig.update_annotations(font=dict(size=12, color="#475569"))
+    for col, key, fmt, unit in ((1, "acceptance_pct", ".1f", " %"), (2, "mean_accepted_tokens", ".2f", " tok")):
+        for trace in bars(d, key, fmt=fmt, unit=unit, labels=d["run"].nunique() == 1):
+            trace.showlegend = trace.showlegend and col == 1
+            fig.add_trace(trace, row=1, col=col)
+    fig.update_yaxes(title_text="% of drafted tokens", range=[0, 100], row=1, col=1)
+    top = d["mean_accepted_tokens"].max()
+    fig.update_yaxes(title_text="tokens / forward", range=[0, (top if pd.notna(top) else 1) * 1.25], row=1, col=2)
+    fig.update_traces(textfont_size=10)
+    if d["notes"].astype(str).str.contains(RANDOM_WEIGHTS_NOTE, regex=False).any():
+        fig.add_annotation(text="random weights: acceptance is meaningless", showarrow=False, xref="paper",
+                           yref="paper", x=0.5, y=-0.32, font=dict(color="#b45309", size=12))
+    fig = style(fig, title)
+    fig.update_layout(margin_t=95, legend_y=1.12)  # clear of the subplot titles
+    return fig
+
+
+def batch_throughput(df: pd.DataFrame) -> go.Figure:
+    """Aggregate tok/s of the batched method against batch size: what batching buys in throughput."""
+    title = "Aggregate throughput vs batch size (batched method)"
+    d = prepare(df)
+    d = d[d["method"] == "batched"] if not d.empty else d
+    if d.empty:
+        return empty(title, "no batched rows")
+    fig = go.Figure()
+    # One line per run and variant: the x axis is the only thing that changes along a line.
+    d["line"] = d["run"] if d["run"].nunique() > 1 else "batched"
+    variants = [k for k in VARIANT_KEYS if d[k].astype(str).nunique() > 1]
+    for k in variants:
+        d["line"] += " · " + d[k].astype(str)
+    for i, (name, part) in enumerate(d.groupby("line", sort=False)):
+        part = part.sort_values("batch_size")
+        fig.add_scatter(
+            x=part["batch_size"], y=part["aggregate_tokens_per_s_median"], name=name, mode="lines+markers",
+            line=dict(color=RUN_COLORS[i % len(RUN_COLORS)] if d["line"].nunique() > 1 else METHOD_COLORS["batched"],
+                      width=2.5), marker=dict(size=9),
+            error_y=dict(type="data", array=part["aggregate_tokens_per_s_std"].fillna(0), visible=True),
+            showlegend=d["line"].nunique() > 1,
+            hovertext=[f"<b>{v:.1f} ± {e:.1f} aggregate tok/s</b><br>{h}" for v, e, h in
+                       zip(part["aggregate_tokens_per_s_median"], part["aggregate_tokens_per_s_std"].fillna(0),
+                           part["hover"])],
+            hovertemplate="%{hovertext}<extra></extra>")
+    sizes = sorted(d["batch_size"].dropna().unique())
+    fig = style(fig, title, "aggregate tokens/s (all sequences)", "batch size (sequences per call)")
+    fig.update_xaxes(type="log", tickvals=sizes, ticktext=[str(int(s)) for s in sizes], tickangle=0)
+    return fig
+
+
+# name -> figure function; the dashboard uses the names in its elem_ids (chart-tokens, ...).
+FIGURES = {
+    "tokens": tokens_per_s, "latency": latency, "memory": memory, "speedup": speedup,
+    "acceptance": acceptance, "batch": batch_throughput,
+}

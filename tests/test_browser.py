@@ -1,0 +1,155 @@
+"""A new user in a real browser (Debian's Chromium, headless): pick the tiny preset, Run, watch the table
+and charts fill in, then find the run in History.
+
+    BENCH_UPDATE_SCREENSHOTS=1 python -m pytest tests/test_browser.py   # also refreshes docs/*.png
+
+Never skipped: CI installs chromium with apt (no `playwright install`).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest
+import torch
+from playwright.sync_api import Page, sync_playwright
+
+from bench import dashboard, store
+from bench.config import Config, preset_path, read_json
+from bench.runner import total_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+RUN_TIMEOUT_MS = 300_000  # the tiny preset takes ~15 s alone; Chromium shares the CPU with it
+VIEWPORT = {"width": 1440, "height": 1150}
+DOC_SHOTS = {"run_page.png": "docs/run_page.png", "results_page.png": "docs/results_page.png"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    results = tmp_path / "results" / "runs.csv"
+    demo = dashboard.build_app(results)
+    demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True, **dashboard.launch_options(demo))
+    # Chromium draws on the same CPU: torch's spinning OpenMP threads would then slow the tiny run 4x.
+    # This test checks the page, not speed.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield demo.local_url, results
+    torch.set_num_threads(threads)
+    demo.close()
+
+
+@pytest.fixture
+def page():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser.new_page(viewport=VIEWPORT)
+        browser.close()
+
+
+def open_tab(page: Page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def tour(page: Page, url: str, results: Path, out: Path) -> dict[str, Path]:
+    """What a new user does, with a screenshot of each page; returns name -> PNG path."""
+    shots = {}
+    page.goto(url)
+    page.wait_for_selector("#run-button")
+    page.click("#preset-dropdown input")
+    page.get_by_role("option", name="tiny", exact=True).click()
+    page.wait_for_function("document.querySelector('#cfg-model input, #cfg-model textarea').value === 'tiny/target'")
+    page.click("#run-button")
+    page.wait_for_selector("#run-progress .bench-progress:not(.idle)")
+    page.wait_for_selector("#run-progress .bench-progress.done, #run-progress .bench-progress.failed, "
+                           "#run-progress .bench-progress.stopped", timeout=RUN_TIMEOUT_MS)
+    assert page.query_selector("#run-progress .bench-progress.done"), page.inner_text("#run-progress")
+    expected = total_rows(Config.from_dict(read_json(preset_path("tiny"))))
+    # The table is virtual (rows outside the viewport are not in the DOM): count via aria-rowcount, header included.
+    page.wait_for_selector(f"#results-table [role=grid][aria-rowcount='{expected + 1}']")
+    page.wait_for_selector("#chart-live .js-plotly-plot .bars")
+    page.mouse.move(0, 0)  # no hover highlight on the Run button in the picture
+    page.wait_for_timeout(500)  # the button's colour fades back after the run
+    shots["run_page.png"] = out / "run_page.png"
+    page.screenshot(path=shots["run_page.png"])
+
+    open_tab(page, "Results")
+    for name in ("tokens", "latency", "speedup"):
+        page.wait_for_selector(f"#chart-{name} .js-plotly-plot .bars")
+    page.wait_for_selector("#chart-batch .js-plotly-plot .scatterlayer .trace")
+    shots["results_page.png"] = out / "results_page.png"
+    page.screenshot(path=shots["results_page.png"], full_page=True)
+
+    open_tab(page, "Samples")
+    page.wait_for_selector("#samples-view .bench-card")
+    shots["samples_page.png"] = out / "samples_page.png"
+    page.screenshot(path=shots["samples_page.png"])
+
+    run_id = store.load_rows(results)["run_id"].iloc[-1]
+    open_tab(page, "History")
+    page.wait_for_function(f"document.querySelector('#history-table') && "
+                           f"document.querySelector('#history-table').innerText.includes('{run_id}')")
+    page.wait_for_selector("#history-chart-tokens .js-plotly-plot .bars")
+    shots["history_page.png"] = out / "history_page.png"
+    page.screenshot(path=shots["history_page.png"], full_page=True)
+    return shots
+
+
+def save_doc_shot(src: Path, dest: Path, max_bytes: int = 300_000) -> None:
+    """Copy a screenshot into docs/, palette-compressed so the repository stays small."""
+    from PIL import Image
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    Image.open(src).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(dest, optimize=True)
+    if dest.stat().st_size > max_bytes:
+        shutil.copyfile(src, dest)
+    assert dest.stat().st_size < max_bytes, f"{dest} is {dest.stat().st_size} bytes"
+
+
+def test_new_user_runs_tiny_preset_and_finds_it_in_history(served, page, tmp_path):
+    url, results = served
+    shots = tour(page, url, results, tmp_path)
+    assert all(p.stat().st_size > 10_000 for p in shots.values())
+    rows = store.load_rows(results)
+    assert rows["run_id"].nunique() == 1 and (rows["status"] == "ok").all()
+    if os.environ.get("BENCH_UPDATE_SCREENSHOTS") == "1":
+        for name, dest in DOC_SHOTS.items():
+            save_doc_shot(shots[name], ROOT / dest)
+
+
+def test_form_shows_cli_errors_loads_and_downloads_json(served, page, tmp_path):
+    url, results = served
+    page.goto(url)
+    page.wait_for_selector("#run-button")
+    page.fill("#cfg-max-new-tokens input", "0")
+    page.click("#run-button")
+    page.wait_for_selector("#config-error:has-text('max_new_tokens')")
+    assert "config key 'max_new_tokens' must be an integer in 1..32768, got 0" in page.inner_text("#config-error")
+    assert not results.exists()  # nothing ran
+
+    with page.expect_file_chooser() as chooser:  # Load JSON config fills the form
+        page.click("#config-upload")
+    chooser.value.set_files(str(preset_path("tiny")))
+    page.wait_for_function("document.querySelector('#cfg-model input, #cfg-model textarea').value === 'tiny/target'")
+    assert page.input_value("#cfg-batch-sizes textarea, #cfg-batch-sizes input") == "1, 2, 6"
+
+    page.click("#config-download-button")  # and Download hands the form back as a config file
+    with page.expect_download() as download:
+        page.click("#config-download a")
+    saved = tmp_path / "config.json"
+    download.value.save_as(saved)
+    config = Config.from_dict(read_json(saved), check_models=False)
+    assert config.model == "tiny/target" and config.batch_sizes == [1, 2, 6]
+    assert [p.parent for p in (results.parent / "exports").glob("config-*.json")] == [results.parent / "exports"]

@@ -1,0 +1,365 @@
+"""Dashboard: the generated form, the run endpoint through gradio's queue (streaming, one run at a time,
+stop), History at 10,000 rows, the figures, and the --share refusal. CPU only, offline, tiny models."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from gradio_client import Client
+from gradio_client.utils import Status
+
+from bench import charts, dashboard, store
+from bench.config import Config, ConfigError, preset_names, preset_path, read_json
+from bench.runner import total_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_TIMEOUT_S = 300  # a shared CI machine can be slow; the tiny runs themselves take seconds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny(**overrides) -> dict:
+    """The tiny preset's models and methods, with less work per row to keep the suite quick."""
+    return read_json(preset_path("tiny")) | dict(repetitions=1, max_new_tokens=8) | overrides
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    results = tmp_path_factory.mktemp("dash") / "results" / "runs.csv"
+    demo = dashboard.build_app(results)
+    demo.queue(api_open=False).launch(prevent_thread_lock=True, server_port=free_port(), quiet=True,
+                                      **dashboard.launch_options(demo))
+    yield demo, results
+    demo.close()
+
+
+def new_rows(results: Path, before: int) -> pd.DataFrame:
+    return store.load_rows(results).iloc[before:].reset_index(drop=True)
+
+
+def row_count(results: Path) -> int:
+    return len(store.load_rows(results))
+
+
+def table_of(output: tuple) -> dict | None:
+    """The results table in one streamed update of the run endpoint (None when that update skips it)."""
+    for value in output:
+        if isinstance(value, dict) and "headers" in value and "method" in value["headers"]:
+            return value
+    return None
+
+
+def texts_of(output: tuple) -> str:
+    return " ".join(v for v in output if isinstance(v, str))
+
+
+def finish(job, timeout: float = RUN_TIMEOUT_S) -> list[tuple]:
+    deadline = time.time() + timeout
+    while not job.done():
+        assert time.time() < deadline, "run did not finish in time"
+        time.sleep(0.1)
+    return job.outputs()
+
+
+# ------------------------------------------------------------------------------------------ form
+
+def test_form_has_a_component_for_every_config_field():
+    demo = dashboard.build_app("/tmp/unused-results/runs.csv")
+    elem_ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    for name in Config.__dataclass_fields__:
+        assert "cfg-" + name.replace("_", "-") in elem_ids, f"config key {name} has no form field"
+    for elem_id in ("run-button", "stop-button", "preset-dropdown", "results-table", "run-progress", "config-error",
+                    "chart-live", *(f"chart-{n}" for n in charts.FIGURES), "history-tab", "history-table",
+                    "history-export", "samples-view", "config-upload", "config-download-button"):
+        assert elem_id in elem_ids
+
+
+def test_initial_settings_prefill_the_form():
+    demo = dashboard.build_app("/tmp/unused-results/runs.csv", initial={"max_new_tokens": 7, "model": "tiny/target"})
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    assert by_id["cfg-max-new-tokens"].value == 7 and by_id["cfg-model"].value == "tiny/target"
+    assert by_id["cfg-results"].value == "/tmp/unused-results/runs.csv"
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_presets_survive_the_form_unchanged(name):
+    """preset -> form values -> dict -> Config is the same Config the CLI builds from the preset."""
+    data = read_json(preset_path(name)) | {"results": "x/runs.csv"}
+    through_form = dashboard.form_dict(dashboard.form_values(data, "x/runs.csv"))
+    assert Config.from_dict(through_form, check_models=False) == Config.from_dict(data, check_models=False)
+
+
+def test_form_errors_are_the_cli_words():
+    fields = {f.name: f for f in dashboard.config_fields()}
+    data = dashboard.form_dict(dashboard.form_values(tiny(), "x/runs.csv"))
+    for key, shown in (("max_new_tokens", 0), ("batch_sizes", "1, two"), ("top_p", 1.5), ("methods", [])):
+        bad = data | {key: dashboard.from_form(fields[key], shown)}
+        with pytest.raises(ConfigError) as cli:
+            Config.from_dict(bad, check_models=False)
+        assert dashboard.check(bad) == str(cli.value)
+        assert str(cli.value) in dashboard.error_md(dashboard.check(bad))
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+def test_run_streams_updates_and_keeps_every_row(app):
+    demo, results = app
+    before = row_count(results)
+    config = tiny()
+    job = Client(demo.local_url, verbose=False).submit(json.dumps(config), api_name="/run")
+    outputs = finish(job)
+    tables = [t for t in map(table_of, outputs) if t is not None]
+    sizes = [len(t["data"]) for t in tables]
+    assert len(set(sizes)) > 2, f"table did not grow while running: {sizes}"  # streamed, not one final answer
+    expected = total_rows(Config.from_dict(config))
+    final = tables[-1]
+    methods = [row[final["headers"].index("method")] for row in final["data"]]
+    assert len(final["data"]) == expected
+    assert set(methods) == set(config["methods"])
+    assert "Done: " in texts_of(outputs[-1])
+    rows = new_rows(results, before)
+    assert len(rows) == expected and rows["run_id"].nunique() == 1
+    assert list(rows["method"]) == methods and (rows["status"] == "ok").all()
+    assert len(store.load_outputs(results)) > 0
+
+
+def test_two_runs_at_once_queue_one_after_the_other(app):
+    demo, results = app
+    before = row_count(results)
+    config = tiny(methods=["standard", "batched"], batch_sizes=[1, 2])
+    first = Client(demo.local_url, verbose=False).submit(json.dumps(config), api_name="/run")
+    time.sleep(0.3)
+    second = Client(demo.local_url, verbose=False).submit(json.dumps(config), api_name="/run")
+    queued = False
+    while not second.done():  # the second request waits in the queue while the first runs
+        queued |= second.status().code == Status.IN_QUEUE and not first.done()
+        time.sleep(0.05)
+    finish(first)
+    assert queued, "the second run never waited in the queue"
+    rows = new_rows(results, before)
+    per_run = total_rows(Config.from_dict(config))
+    assert len(rows) == 2 * per_run
+    run_ids = list(rows["run_id"])
+    # Not interleaved: all rows of one run, then all rows of the other.
+    assert run_ids[:per_run] == [run_ids[0]] * per_run and run_ids[per_run:] == [run_ids[-1]] * per_run
+    assert run_ids[0] != run_ids[-1]
+    assert rows["timestamp"].iloc[per_run - 1] <= rows["timestamp"].iloc[per_run]
+
+
+def test_stop_ends_the_run_and_keeps_finished_rows(app):
+    demo, results = app
+    before = row_count(results)
+    config = tiny(repetitions=3, max_new_tokens=32)
+    client = Client(demo.local_url, verbose=False)  # Stop acts on the run of its own session
+    job = client.submit(json.dumps(config), api_name="/run")
+    deadline = time.time() + RUN_TIMEOUT_S
+    while not any(table_of(o) and len(table_of(o)["data"]) >= 1 for o in job.outputs()):
+        assert time.time() < deadline and not job.done()
+        time.sleep(0.05)
+    client.predict(api_name="/stop")
+    outputs = finish(job)
+    assert "Stopped after" in texts_of(outputs[-1])
+    shown = len(table_of(outputs[-1])["data"])
+    rows = new_rows(results, before)
+    assert 1 <= len(rows) == shown < total_rows(Config.from_dict(config))
+
+
+def test_invalid_config_shows_the_config_error_and_runs_nothing(app):
+    demo, results = app
+    before = row_count(results)
+    config = tiny(max_new_tokens=0)
+    with pytest.raises(ConfigError) as cli:
+        Config.from_dict(config)
+    outputs = Client(demo.local_url, verbose=False).predict(json.dumps(config), api_name="/run")
+    assert str(cli.value) in texts_of(outputs)
+    assert row_count(results) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA to make model loading fail")
+def test_failed_model_load_is_shown_and_the_app_stays_usable(app):
+    demo, results = app
+    client = Client(demo.local_url, verbose=False)
+    outputs = client.predict(json.dumps(tiny(methods=["standard"], device="cuda")), api_name="/run")
+    text = texts_of(outputs)
+    assert "1 of 1 rows failed" in text and "CUDA" in text and "bench-progress failed" in text
+    outputs = client.predict(json.dumps(tiny(methods=["standard"])), api_name="/run")  # still usable
+    assert "Done: 1 rows" in texts_of(outputs)
+
+
+def test_api_cannot_skip_the_queue_and_only_exports_are_served(app):
+    demo, results = app
+    base = demo.local_url.rstrip("/")
+    request = urllib.request.Request(f"{base}/gradio_api/run/run", data=json.dumps({"data": ["{}"]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:  # REST route closed: clients must queue
+        urllib.request.urlopen(request, timeout=10)
+    assert "join the queue" in refused.value.read().decode()
+    exports = results.parent / "exports"
+    assert dashboard.launch_options(demo)["allowed_paths"] == [str(exports)]
+    secret = results.parent / "secret.txt"
+    secret.write_text("not for download")
+    (exports / "ok.csv").write_text("a\n1\n")
+    assert urllib.request.urlopen(f"{base}/gradio_api/file={exports / 'ok.csv'}", timeout=10).status == 200
+    for path in (secret, Path("/etc/passwd"), ROOT / "app.py"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/gradio_api/file={path}", timeout=10)
+        assert refused.value.code == 403
+
+
+# ------------------------------------------------------------------------------------------ history
+
+def synthetic_rows(n: int, seed: int = 0) -> pd.DataFrame:
+    """n rows with every store column, 10 rows per run, like a long history of benchmark runs."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({c: [""] * n for c in store.COLUMNS})
+    df["run_id"] = [f"2026{seed:02d}-run-{i // 10:05d}" for i in range(n)]
+    df["timestamp"] = [f"2026-01-{1 + i // 4000:02d}T{(i // 600) % 24:02d}:{(i // 10) % 60:02d}:00+00:00" for i in range(n)]
+    df["status"] = rng.choice(["ok"] * 9 + ["oom"], n)
+    df["method"] = rng.choice(["standard", "nucleus", "beam_search", "batched", "speculative", "prompt_lookup"], n)
+    df["setting"] = "greedy"
+    df["engine"] = "hf"
+    df["model"] = rng.choice(["Qwen/Qwen3-4B", "Qwen/Qwen3-0.6B", "tiny/target"], n)
+    df["device"] = rng.choice(["cuda", "cpu"], n)
+    df["batch_size"] = rng.choice([1, 4, 16], n)
+    for c in ("tokens_per_s_per_sequence_median", "aggregate_tokens_per_s_median", "latency_ms_median",
+              "ttft_ms_median", "tokens_per_s_per_sequence_std", "aggregate_tokens_per_s_std", "speedup_vs_standard"):
+        df[c] = rng.random(n) * 100
+    return df
+
+
+def test_history_with_10000_rows_loads_and_filters_in_under_2_s(tmp_path):
+    results = tmp_path / "runs.csv"
+    synthetic_rows(10_000).to_csv(results, index=False)
+    synthetic_rows(50, seed=7).to_csv(tmp_path / "other-machine.csv", index=False)  # dropped into the folder
+    started = time.perf_counter()
+    everything = dashboard.history_page(results, [], {})
+    filtered = dashboard.history_page(results, [], {"model": ["Qwen/Qwen3-4B"], "method": ["batched", "standard"],
+                                                    "device": ["cuda"], "run_id": []})
+    took = time.perf_counter() - started
+    assert took < 2.0, f"History took {took:.2f} s for 10,000 rows"
+    assert "10,050 rows" in everything[4]  # info line: both files
+    rows, _, _ = dashboard.history_view(dashboard.load_history([results])[0],
+                                        {"model": ["Qwen/Qwen3-4B"], "method": ["batched", "standard"],
+                                         "device": ["cuda"]})
+    assert len(rows) and set(rows["method"]) == {"batched", "standard"} and set(rows["device"]) == {"cuda"}
+    table = filtered[5]
+    assert len(table) == min(len(rows), dashboard.HISTORY_TABLE_ROWS)
+    run_filter = filtered[3]["choices"]
+    assert len(run_filter) == 1005 and run_filter[0][1] == "202600-run-00999"  # newest first, labelled
+
+
+def test_history_compares_picked_runs_on_the_same_charts(tmp_path):
+    results = tmp_path / "runs.csv"
+    synthetic_rows(40).to_csv(results, index=False)
+    picked = ["202600-run-00001", "202600-run-00003"]
+    page = dashboard.history_page(results, [], {"run_id": picked})
+    tokens = page[6]
+    assert sorted(t.name for t in tokens.data) == picked  # one colour (trace) per compared run
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+def figure_rows() -> pd.DataFrame:
+    base = {c: np.nan for c in store.COLUMNS} | dict(status="ok", engine="hf", model="m", run_id="r1",
+                                                     quantization="none", attention="sdpa", dtype="float32")
+    rows = [
+        base | dict(method="standard", setting="greedy", batch_size=1, tokens_per_s_per_sequence_median=10.0,
+                    tokens_per_s_per_sequence_std=1.0, aggregate_tokens_per_s_median=10.0, latency_ms_median=100.0,
+                    ttft_ms_median=20.0, speedup_vs_standard=1.0, peak_allocated_mib=500.0),
+        base | dict(method="batched", setting="batch_size=4", batch_size=4, tokens_per_s_per_sequence_median=8.0,
+                    tokens_per_s_per_sequence_std=0.5, aggregate_tokens_per_s_median=32.0,
+                    aggregate_tokens_per_s_std=2.0, latency_ms_median=125.0, ttft_ms_median=30.0,
+                    speedup_vs_standard=0.8, peak_allocated_mib=900.0),
+        base | dict(method="speculative", setting="greedy,k=5", batch_size=1, tokens_per_s_per_sequence_median=20.0,
+                    tokens_per_s_per_sequence_std=2.0, acceptance_rate=0.6, mean_accepted_tokens=3.2,
+                    speedup_vs_standard=2.0, latency_ms_median=50.0, ttft_ms_median=10.0),
+        base | dict(method="nucleus", setting="x", status="oom", error="CUDA out of memory"),
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_figures_keep_per_sequence_and_aggregate_apart():
+    df = figure_rows()
+    tokens = charts.tokens_per_s(df)
+    assert list(tokens.data[0].y) == [10.0, 8.0, 20.0]  # per-sequence only; the oom row is left out
+    assert list(tokens.data[0].error_y.array) == [1.0, 0.5, 2.0]
+    batch = charts.batch_throughput(df)
+    assert list(batch.data[0].y) == [32.0] and "aggregate" in batch.layout.yaxis.title.text
+    latency = charts.latency(df)
+    assert [list(t.y) for t in latency.data] == [[20.0, 30.0, 10.0], [80.0, 95.0, 40.0]]
+    assert list(latency.data[1].base) == [20.0, 30.0, 10.0]  # decode stacked on top of TTFT
+    assert latency.layout.yaxis.title.text == "ms per call"
+    assert charts.memory(df).layout.yaxis.title.text == "MiB"
+    acceptance = charts.acceptance(df)
+    assert [list(t.y) for t in acceptance.data] == [[60.0], [3.2]]
+    assert "batch_size: 4" in tokens.data[0].hovertext[1]  # hover carries the row's settings
+    for fn in charts.FIGURES.values():  # empty and error-only inputs draw a message, not a crash
+        assert fn(pd.DataFrame(columns=store.COLUMNS)).layout.annotations
+        assert fn(df[df["status"] == "oom"]).layout.annotations
+
+
+def test_errors_are_listed_above_the_table():
+    rows = figure_rows().to_dict("records")
+    text = dashboard.errors_md(rows)
+    assert "1 of 4 rows failed" in text and "CUDA out of memory" in text and "nucleus" in text
+    assert dashboard.errors_md(rows[:3]) == ""
+
+
+# ------------------------------------------------------------------------------------------ launching
+
+def app_py(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "BENCH_AUTH"} | (env or {})
+    return subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("args, env, words", [
+    (["--share"], {}, "--auth"),
+    (["--share", "--auth", "nocolon"], {}, "USER:PASSWORD"),
+    (["--share"], {"BENCH_AUTH": "nocolon"}, "BENCH_AUTH"),
+])
+def test_share_without_valid_auth_refuses_in_one_line(args, env, words):
+    done = app_py(*args, env=env)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in done.stderr, done.stderr
+
+
+def test_app_py_serves_the_dashboard_on_host_and_port(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "BENCH_AUTH"}
+    proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port),
+                             "--results", str(tmp_path / "runs.csv")], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+                break
+            except OSError:
+                assert time.time() < deadline, "dashboard did not come up"
+                time.sleep(0.5)
+        assert "Decoding benchmark" in page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
