@@ -5,7 +5,12 @@ Command (from the repository root, on a CUDA machine; random weights with the sh
 downloaded; about 3 to 4 minutes on an H100 including compilation, about 1.5 with --quick):
 
     python benchmarks/fast_engine.py [--models Qwen/Qwen3-0.6B,Qwen/Qwen3-4B] [--prompt-tokens 128] \\
-        [--new-tokens 256] [--num-draft-tokens 4] [--runs 3] [--hf-new-tokens N] [--skip-hf] [--quick]
+        [--new-tokens 256] [--num-draft-tokens 4] [--runs 3] [--hf-new-tokens N] [--skip-hf] [--quick] \\
+        [--skip-speculative] [--compare-unfused]
+
+--compare-unfused adds a fast row for the smallest model run through the model's own forward (no q/k/v and gate/up
+fusion: what BENCH_FAST_FUSE=0 does), so the effect of FusedForward shows in the same run (about +40 s on an H100).
+BENCH_FAST_TUNING=0 (environment) compiles with inductor's defaults instead of gpt-fast's settings; compare two runs.
 
 Every call: batch 1, a prompt of random token ids, a fixed output length (min_new_tokens = max_new_tokens), greedy.
 `hf` rows run once after a short warm-up (eager decoding is slow and its figure is stable enough at this size);
@@ -15,7 +20,8 @@ median is reported. Clocks are read after torch.cuda.synchronize().
 Columns of the results table (also written as CSV):
   engine         hf: transformers `generate`, eager, dynamic KV cache; fast: engines/fast.py (static KV cache,
                  torch.compile mode="reduce-overhead", i.e. CUDA graphs, no host sync per token)
-  method         standard (greedy), or speculative with the draft in the next column and k draft tokens per round
+  method         standard (greedy), or speculative with the draft in the next column and k draft tokens per round;
+                 "standard (unfused)": the fast engine over the model's own forward (--compare-unfused)
   new tokens     tokens generated per call
   tok/s          new tokens / call latency (prefill included)
   decode tok/s   (new tokens - 1) / (latency - TTFT): the decode phase alone
@@ -181,6 +187,10 @@ def main(argv=None) -> int:
     parser.add_argument("--num-draft-tokens", "-k", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-hf", action="store_true", help="no eager hf rows")
+    parser.add_argument("--skip-speculative", action="store_true", help="no speculative rows (saves the compile of "
+                        "the verify graphs, about a minute on an H100)")
+    parser.add_argument("--compare-unfused", action="store_true", help="also run the smallest model through the "
+                        "model's own forward (no fused projections), for an A/B in one run")
     parser.add_argument("--quick", action="store_true", help="64 new tokens (32 for hf), 1 run: a smoke test")
     parser.add_argument("--out-dir", default=os.environ.get("OUT") or "/tmp/fast_engine_bench")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke test of this script with tiny models "
@@ -203,7 +213,9 @@ def main(argv=None) -> int:
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (smoke test)"
     header = (f"{device_name}; torch {torch.__version__}; transformers {transformers.__version__}; "
               f"{dtype}, random weights, batch 1, {args.prompt_tokens}-token random prompt, greedy, fixed length; "
-              f"BENCH_FAST_COMPILE={os.environ.get('BENCH_FAST_COMPILE', '1')}")
+              f"BENCH_FAST_COMPILE={os.environ.get('BENCH_FAST_COMPILE', '1')}, "
+              f"BENCH_FAST_FUSE={os.environ.get('BENCH_FAST_FUSE', '1')}, "
+              f"BENCH_FAST_TUNING={os.environ.get('BENCH_FAST_TUNING', '1')}")
     print(header, flush=True)
     bandwidth = copy_bandwidth(args.device, 1.0 if args.device == "cuda" else 0.0625, 20 if args.device == "cuda" else 3)
     print(f"device-to-device copy bandwidth (read+write): {bandwidth / 1e12:.2f} TB/s", flush=True)
@@ -258,8 +270,8 @@ def main(argv=None) -> int:
     for mid, models in loaded.items():
         ids, mask = random_prompt(models, args.prompt_tokens)
 
-        def fast_body(models=models, ids=ids, mask=mask):
-            engine = FastEngine(models)
+        def fast_body(models=models, ids=ids, mask=mask, fuse=None):
+            engine = FastEngine(models, fuse=fuse)
             request = Request(ids, mask, args.new_tokens, args.new_tokens)
             t = time.perf_counter()
             timed(engine, request)  # compiles and captures the graphs
@@ -269,6 +281,9 @@ def main(argv=None) -> int:
             return row
 
         standard[mid] = run_row({"engine": "fast", "method": "standard", "model": short(mid)}, fast_body)
+        if args.compare_unfused and mid == model_ids[0]:
+            run_row({"engine": "fast", "method": "standard (unfused)", "model": short(mid)},
+                    lambda body=fast_body: body(fuse=False))
 
     # 3. fast speculative on the largest model: a draft equal to the target, and the smallest model as draft.
     target_id = model_ids[-1]
@@ -280,6 +295,8 @@ def main(argv=None) -> int:
         if small_ms and big_ms and small_ms == small_ms and big_ms == big_ms:
             c_measured = small_ms / big_ms
         drafts.append((f"{short(model_ids[0])} (independent random)", loaded[model_ids[0]].target, c_measured))
+    if args.skip_speculative:
+        drafts = []
     ids, mask = random_prompt(big, args.prompt_tokens)
     spec_rows = []
     for draft_name, draft_model, c in drafts:
@@ -333,6 +350,8 @@ def main(argv=None) -> int:
         breaks = sum(counters["graph_break"].values())
         notes.append(f"torch.compile: {breaks} graph breaks"
                      + (f" ({', '.join(list(counters['graph_break'])[:3])})" if breaks else ""))
+        # Inductor counts graphs it could not run as CUDA graphs (TORCH_LOGS=perf_hints says why): must be 0.
+        notes.append(f"CUDA graphs skipped: {counters['inductor'].get('cudagraph_skips', 0)}")
     except Exception:  # diagnostics only
         pass
     notes.append(f"total benchmark time {time.perf_counter() - started:.0f} s")

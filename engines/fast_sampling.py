@@ -4,7 +4,7 @@ Everything here is plain tensor code that `torch.compile` can trace into the dec
 
 - `Rules` holds one request's logits rules: EOS masking for min_new_tokens, temperature, top-k, top-p.
 - `next_token_probs` applies them in the order transformers' `generate` does, so greedy picks the same token
-  and sampling draws from the same (warped) distribution.
+  and sampling draws from the same (warped) distribution; `next_token` is its one-query form for decode steps.
 - `sample` draws one token per row with the exponential trick (gpt-fast's `multinomial_sample_one_no_sync`).
 - `rejection_accept` is the speculative-sampling rule of Leviathan et al. 2023 / Chen et al. 2023. It is a
   small function with a fixed signature so a test (or a variant) can pass another rule in its place.
@@ -88,6 +88,19 @@ def next_token_probs(logits: torch.Tensor, slots: torch.Tensor, rules: Rules) ->
     if not rules.do_sample:
         return one_hot(logits.argmax(dim=-1), logits.shape[-1])
     return torch.softmax(warp(logits, rules), dim=-1)
+
+
+def next_token(logits: torch.Tensor, slots: torch.Tensor, rules: Rules) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The next token of each row from the last query's logits (B, S, V): (token (B,), the distribution it was drawn
+    from (B, V), or None when greedy).
+
+    Greedy takes the argmax of the (EOS-masked) logits directly: no one-hot or softmax over the vocabulary, which
+    at batch 1 are whole extra kernels per step for nothing (151,936 entries for Qwen3)."""
+    logits = mask_eos(logits[:, -1:], slots[-1:], rules)[:, -1]
+    if not rules.do_sample:
+        return logits.argmax(dim=-1), None
+    probs = torch.softmax(warp(logits, rules), dim=-1)
+    return sample(probs), probs
 
 
 def one_hot(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:

@@ -360,3 +360,49 @@ def test_prompt_lookup_candidates_follow_transformers():
     assert prompt_lookup_candidates([5, 6, 7, 8, 9, 6], 10, {99}) == [7, 8, 9, 6]
     assert prompt_lookup_candidates([5, 6, 99, 7, 5, 6], 10, {99}) == []
     assert prompt_lookup_candidates([1, 2, 3], 10, {99}) == []
+
+
+# -- the fused forward ------------------------------------------------------------------------------------------
+
+
+def test_fused_forward_shares_the_weights_and_equals_the_models_own_forward(tiny_models, inputs, fast, hf):
+    x = inputs([0, 1, 2])
+    params = sum(p.numel() for p in tiny_models.target.parameters())
+    fused = run("batched", fast, x)
+    assert fast._forwards[id(tiny_models.target)].fused  # tiny Qwen3 runs FusedForward
+    attn = tiny_models.target.model.layers[0].self_attn
+    # q/k/v are views of one fused tensor: no extra memory, and the hf engine computes with the same values.
+    assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.v_proj.weight.untyped_storage().data_ptr()
+    assert sum(p.numel() for p in tiny_models.target.parameters()) == params
+    unfused = run("batched", FastEngine(tiny_models, fuse=False), x)
+    assert torch.equal(fused.sequences, unfused.sequences)
+    assert torch.equal(fused.sequences, run("batched", hf, x).sequences)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_steps_trace_into_one_graph(tiny_models, fuse):
+    """What CUDA compiles: dynamo must trace the decode step and the verify forward whole (fullgraph), and the
+    traced step must advance the tokens exactly as the uncompiled one."""
+    from engines.fast import StaticKVCache, decode_step, make_forward, verify
+
+    torch._dynamo.reset()
+    engine = FastEngine(tiny_models, fuse=fuse)
+    fwd = make_forward(tiny_models.target, fuse)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    rules = engine._rules(Request(ids, torch.ones_like(ids), 8, 8), ids.shape[1])
+    caches = [StaticKVCache(tiny_models.target, 1, 128) for _ in range(2)]
+    for c in caches:
+        c.begin_request(torch.ones_like(ids))
+        c.tokens[:, :5] = ids
+    step = torch.compile(decode_step, fullgraph=True, dynamic=False, backend="eager")
+    with torch.no_grad():
+        for _ in range(6):
+            decode_step(fwd, caches[0], rules, False)
+            step(fwd, caches[1], rules, False)
+        assert torch.equal(caches[0].tokens, caches[1].tokens) and int(caches[1].pos) == 6
+        n_real = torch.tensor(2)
+        drafts = torch.tensor([[3, 4, 5]])
+        compiled = torch.compile(verify, fullgraph=True, dynamic=False, backend="eager")
+        ref = verify(fwd, caches[0], drafts, None, n_real, rules, rejection_accept)
+        out = compiled(fwd, caches[1], drafts, None, n_real, rules, rejection_accept)
+    assert all(torch.equal(a, b) for a, b in zip(ref, out))
