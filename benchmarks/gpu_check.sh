@@ -17,4 +17,4 @@ timeout 200 python app.py --preset quick --random-weights --repetitions 2 --resu
   2>"$OUT/quick.stderr" | tee "$OUT/quick.txt"
 tail -3 "$OUT/quick.stderr"
 echo "== fast engine benchmark"
-timeout 330 python benchmarks/fast_engine.py --out-dir "$OUT" 2>&1 | tee "$OUT/fast_engine.log" | grep -v "^\s*$" | tail -60
+TORCH_LOGS=perf_hints timeout 330 python benchmarks/fast_engine.py --out-dir "$OUT" "$@" 2>&1 | tee "$OUT/fast_engine.log" | grep -v "^\s*$" | tail -60
