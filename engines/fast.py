@@ -1,7 +1,7 @@
 """The `fast` engine: our own decode loop over the transformers model modules, in the style of gpt-fast.
 
 Why: in eager `generate` every token pays the same host overhead (Python, kernel launches, a host sync), so a
-0.6B model decodes barely faster than a 4B one and a draft model cannot help (see /work/shared/ANCHORS.md). Here
+0.6B model decodes barely faster than a 4B one and a draft model cannot help (see the H100 figures in README.md). Here
 decoding runs near the memory-bandwidth limit:
 
 - a static KV cache (`StaticKVCache`): fixed-shape buffers, written in place at a slot given by a device tensor;
