@@ -6,7 +6,7 @@ A method turns prompts (already tokenized, outside the timed region) and setting
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -67,17 +67,39 @@ class Request:
     prompt_lookup_num_tokens: int = 0  # > 0: n-gram drafting from the prompt
 
 
-@dataclass
 class Generation:
-    """What an engine returns. `sequences` holds new tokens only (no prompt), right-padded."""
+    """What an engine returns. `sequences` holds new tokens only (no prompt), right-padded.
 
-    sequences: torch.Tensor  # (N, T) long; N = batch * num_return_sequences
-    new_tokens: list[int]  # real new tokens per sequence, up to and including EOS; never padding
-    drafted: int = 0  # draft tokens proposed to the target (speculative, prompt lookup)
-    accepted: int = 0  # of those, accepted by the target
-    verify_steps: int = 0  # target forwards that verified drafts (one per round)
-    engine: str = "hf"  # the engine that really produced the tokens
-    notes: list[str] = field(default_factory=list)
+    `new_tokens` is counted from the sequences on first access, not by the engine: counting reads
+    the device, and the runner asks only after its clock has stopped."""
+
+    def __init__(self, sequences: torch.Tensor, eos_token_ids, drafted: int = 0, accepted: int = 0,
+                 verify_steps: int = 0, engine: str = "hf", notes: list[str] | None = None):
+        self.sequences = sequences  # (N, T) long; N = batch * num_return_sequences
+        self.eos_token_ids = tuple(eos_token_ids)
+        self.drafted = drafted  # draft tokens proposed to the target (speculative, prompt lookup)
+        self.accepted = accepted  # of those, accepted by the target
+        self.verify_steps = verify_steps  # target forwards that verified drafts (one per round)
+        self.engine = engine  # the engine that really produced the tokens
+        self.notes = list(notes or [])
+        self._new_tokens: list[int] | None = None
+
+    @property
+    def new_tokens(self) -> list[int]:
+        """Real new tokens per sequence, up to and including EOS; never padding."""
+        if self._new_tokens is None:
+            self._new_tokens = count_new_tokens(self.sequences, self.eos_token_ids)
+        return self._new_tokens
+
+
+def count_new_tokens(sequences: torch.Tensor, eos_token_ids) -> list[int]:
+    """Tokens up to and including the first EOS; what follows it is padding and never counts."""
+    if sequences.shape[1] == 0:
+        return [0] * sequences.shape[0]
+    is_eos = torch.isin(sequences, torch.tensor(list(eos_token_ids), device=sequences.device))
+    first = is_eos.int().argmax(dim=1) + 1
+    counts = torch.where(is_eos.any(dim=1), first, torch.full_like(first, sequences.shape[1]))
+    return counts.tolist()
 
 
 class Probe(Protocol):

@@ -50,7 +50,6 @@ from transformers import Cache
 
 from decoding.types import Generation, Probe, Request, UnsupportedSetting
 from engines.fast_sampling import AcceptFn, Rules, make_rules, next_token, next_token_probs, rejection_accept
-from engines.hf import count_new_tokens
 
 CHECK_EVERY = 8  # decode steps between polls of the probe and, when EOS may end the run, EOS checks (host syncs)
 CACHE_ROUND = 128  # cache lengths are rounded up so that similar requests share one compiled graph
@@ -450,13 +449,14 @@ class FastEngine:
             else:
                 sequences, stats = self._decode(request, probe), (0, 0, 0)
         sequences = pad_after_eos(sequences, m.eos_token_ids, m.pad_token_id)
-        new_tokens = count_new_tokens(sequences, m.eos_token_ids)
+        drafted, accepted, rounds = stats
+        generation = Generation(sequences, m.eos_token_ids, drafted, accepted, rounds, self.name, self.notes)
         if request.min_new_tokens < request.max_new_tokens and sequences.shape[1]:
             # EOS may end the run: like generate, the output is as long as the longest row (steps after the last
-            # row's EOS were only run because EOS is checked every few steps).
-            sequences = sequences[:, :max(new_tokens)]
-        drafted, accepted, rounds = stats
-        return Generation(sequences, new_tokens, drafted, accepted, rounds, self.name, list(self.notes))
+            # row's EOS were only run because EOS is checked every few steps). With a fixed length nothing is
+            # counted here, so the call ends without reading the device.
+            generation.sequences = sequences[:, :max(generation.new_tokens)]
+        return generation
 
     # -- methods ---------------------------------------------------------------------------------------------
 

@@ -103,15 +103,4 @@ class HFEngine:
                 del target._get_candidate_generator
         sequences = out[:, request.input_ids.shape[1]:]
         drafted, accepted, rounds = counter.totals() if counter else (0, 0, 0)
-        return Generation(sequences, count_new_tokens(sequences, m.eos_token_ids), drafted, accepted, rounds, self.name)
-
-
-def count_new_tokens(sequences: torch.Tensor, eos_token_ids) -> list[int]:
-    """Tokens up to and including the first EOS; what follows it is padding and never counts."""
-    if sequences.shape[1] == 0:
-        return [0] * sequences.shape[0]
-    is_eos = torch.isin(sequences, torch.tensor(list(eos_token_ids), device=sequences.device))
-    any_eos = is_eos.any(dim=1)
-    first = is_eos.int().argmax(dim=1) + 1
-    counts = torch.where(any_eos, first, torch.full_like(first, sequences.shape[1]))
-    return counts.tolist()
+        return Generation(sequences, m.eos_token_ids, drafted, accepted, rounds, self.name)

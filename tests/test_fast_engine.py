@@ -14,7 +14,8 @@ from decoding import METHODS  # noqa: E402
 from decoding.types import Generation, NullProbe, Request, Settings, UnsupportedSetting  # noqa: E402
 from engines.fast import FastEngine, prompt_lookup_candidates  # noqa: E402
 from engines.fast_sampling import rejection_accept  # noqa: E402
-from engines.hf import HFEngine, count_new_tokens  # noqa: E402
+from decoding.types import count_new_tokens  # noqa: E402
+from engines.hf import HFEngine  # noqa: E402
 
 S = Settings(max_new_tokens=24)
 ALPHA = 0.001  # chi-square goodness of fit: the test fails when p-value < 0.001 (statistic > chi2.ppf(0.999, df))

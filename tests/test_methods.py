@@ -6,7 +6,8 @@ import torch
 from conftest import greedy_tokens
 from decoding import METHODS
 from decoding.types import NullProbe, Settings, UnsupportedSetting
-from engines.hf import HFEngine, count_new_tokens
+from decoding.types import count_new_tokens
+from engines.hf import HFEngine
 
 import pytest
 
@@ -107,3 +108,13 @@ def test_speculative_sampling_runs_lossless_path(tiny_models, inputs):
     a = speculative(x, S, HFEngine(tiny_models), NullProbe(), do_sample=True)
     b = speculative(x, S, HFEngine(tiny_models), NullProbe(), do_sample=True)
     assert torch.equal(a.sequences, b.sequences) and a.new_tokens == [S.max_new_tokens]
+
+
+def test_token_counting_waits_until_after_the_call(tiny_models, inputs):
+    """Counting reads the device: with a fixed length no engine counts inside the timed call."""
+    from engines.fast import FastEngine
+
+    for engine in (HFEngine(tiny_models), FastEngine(tiny_models)):
+        g = METHODS["batched"](inputs([0, 1]), S, engine, NullProbe())
+        assert g._new_tokens is None, engine.name
+        assert g.new_tokens == [S.max_new_tokens] * 2
