@@ -10,7 +10,10 @@ from bench.config import Config, ConfigError, field_help, preset_names, preset_p
 
 # flag -> (config key, parser). Lists are comma separated.
 def comma(kind):
-    return lambda text: [kind(x.strip()) for x in text.split(",") if x.strip()]
+    def convert(text):
+        return [kind(x.strip()) for x in text.split(",") if x.strip()]
+    convert.__name__ = f"a comma-separated list of {'integers' if kind is int else 'names'}"
+    return convert
 
 
 OVERRIDES = {
@@ -78,7 +81,7 @@ def config_dict(args) -> dict:
         try:
             data[key] = convert(value)
         except ValueError:
-            raise ConfigError(f"flag --{flag.replace('_', '-')} got {value!r}: expected {convert.__name__ if hasattr(convert, '__name__') else 'a list'} "
+            raise ConfigError(f"flag --{flag.replace('_', '-')} got {value!r}: expected {'an integer' if convert is int else convert.__name__} "
                               f"(see config key '{key}' in --help)")
     if args.random_weights:
         data["random_weights"] = True

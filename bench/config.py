@@ -109,9 +109,13 @@ class Config:
                                   "(pip install flash-attn --no-build-isolation, a CUDA source build); or use 'sdpa'")
         if not str(self.results).endswith(".csv"):
             raise ConfigError(f"config key 'results' must be a path ending in .csv, got '{self.results}'")
+        if "fast" in self.engine and self.warmup < 1:
+            raise ConfigError("config key 'warmup' must be at least 1 with engine 'fast': its first call compiles, "
+                              "and compile time never belongs in the figures")
         if check_models:
             from bench.models import check_available
 
+            check_writable(self.results)
             for key in ("model", "draft_model"):
                 mid = getattr(self, key)
                 if mid and "speculative" not in self.methods and key == "draft_model":
@@ -139,6 +143,16 @@ class Config:
         return asdict(self)
 
 
+def check_writable(path: str) -> None:
+    """Fail before any model loads, not after the first row was measured."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"config key 'results': cannot write '{path}' ({e.strerror or e}); pick a writable .csv path")
+
+
 def describe(kind: str, f) -> str:
     m = f.metadata
     what = {"str": "a string", "optstr": "a string or null", "int": "an integer", "float": "a number",
@@ -161,11 +175,13 @@ def coerce(f, value):
 
     def scalar(k, v):
         if k == "str":
+            if f.name == "prompts" and isinstance(v, str) and not v.strip():
+                raise ConfigError("config key 'prompts' has an empty prompt: give every prompt some text")
             if not isinstance(v, str) or not v.strip():
                 raise bad()
             if m["choices"] and v not in m["choices"]:
                 raise bad(v)
-            return v.strip()
+            return v if f.name == "prompts" else v.strip()  # a prompt is used exactly as written
         if k == "bool":
             if not isinstance(v, bool):
                 raise bad()

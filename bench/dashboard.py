@@ -26,7 +26,7 @@ import pandas as pd
 
 from bench import charts, report, store
 from bench.config import Config, ConfigError, preset_names, preset_path, read_json
-from bench.runner import Progress, RowDone, Stopped, points, run, total_rows
+from bench.runner import Progress, RowDone, Stopped, one_line, points, run, total_rows
 
 # One benchmark per process: the queue (concurrency_id "gpu", limit 1) serialises the UI, this lock
 # serialises the code behind it, in case two apps share the process or a queue setting changes.
@@ -584,7 +584,7 @@ def build_app(results_path: str | Path = "results/runs.csv", initial: dict | Non
                                                f"finished rows are kept in {results_path}", "stopped"),
                        run_btn: gr.update(interactive=True), **views(rows, time.perf_counter() - started)}
             except Exception as e:  # the app must stay usable whatever a run throws
-                problem = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+                problem = one_line(e)
                 yield {progress: progress_html(len(rows) / max(total, 1), "Run failed", problem, "failed"),
                        row_errors: f'<div class="bench-errors">\n\n**Run failed:** {html.escape(problem)}\n\n'
                                    f"{len(rows)} finished rows are kept.\n\n</div>",

@@ -143,18 +143,25 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
 
 
 def tokenize_prompts(models: LoadedModels, config: Config) -> list[list[int]]:
+    """Token ids of each prompt, chat template applied when the tokenizer has one. With prompt_length N
+    the user text is cut or repeated so that the whole prompt, template included, is exactly N tokens."""
     tok = models.tokenizer
+    templated = config.chat_template and getattr(tok, "chat_template", None)
+    prefix, suffix = [], []
+    if templated:
+        marker = "\u2063PROMPT\u2063"  # split the template around the user text, so it is never cut
+        text = tok.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
+                                       add_generation_prompt=True, enable_thinking=False)
+        before, after = text.split(marker)
+        prefix = tok(before, add_special_tokens=False).input_ids
+        suffix = tok(after, add_special_tokens=False).input_ids
     out = []
     for prompt in config.prompts:
-        if config.chat_template and getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True, enable_thinking=False)
-            ids = tok(text, add_special_tokens=False).input_ids
-        else:
-            ids = tok(prompt).input_ids
+        body = tok(prompt, add_special_tokens=not templated).input_ids
         if config.prompt_length:
-            ids = (ids * math.ceil(config.prompt_length / len(ids)))[: config.prompt_length]
-        out.append(ids)
+            n = max(1, config.prompt_length - len(prefix) - len(suffix))
+            body = (body * math.ceil(n / len(body)))[:n]
+        out.append(prefix + body + suffix)
     return out
 
 
@@ -184,8 +191,14 @@ def measure_point(config, run_id, models, engine, engine_name, point, prompts, q
     calls, outputs = [], []
     try:
         warm_start = time.perf_counter()
-        # One warm-up per distinct batch shape: a smaller last batch must not compile inside a measured call.
-        shapes = {u.batch_size: u for u in units}.values()
+        compiled_before = getattr(engine, "compile_seconds", float("nan"))
+        # Warm up each batch size on its longest prompt: a smaller last batch or a longer prompt (a bigger
+        # static cache on the fast engine) must not compile or allocate inside a measured call.
+        longest: dict[int, Inputs] = {}
+        for u in units:
+            if u.batch_size not in longest or u.input_ids.shape[1] > longest[u.batch_size].input_ids.shape[1]:
+                longest[u.batch_size] = u
+        shapes = longest.values()
         for _ in range(config.warmup):
             for unit in shapes:
                 with CallTimer(models.device, stop_event) as probe:
@@ -200,7 +213,8 @@ def measure_point(config, run_id, models, engine, engine_name, point, prompts, q
                     generation = method(unit, settings, engine, timer)
                 check_stop(stop_event)
                 calls.append((unit, generation, timer.latency_s, timer.ttft_s, memory))
-        row["compile_s"] = getattr(engine, "compile_seconds", float("nan"))
+        # The engine's compile time is cumulative; this row's share is what its warm-up added.
+        row["compile_s"] = getattr(engine, "compile_seconds", float("nan")) - compiled_before
     except Stopped:
         raise
     except Exception as e:
@@ -250,6 +264,7 @@ def summarize(calls, max_new_tokens: int) -> dict:
         "aggregate_tokens_per_s_median": median(aggregate), "aggregate_tokens_per_s_std": stdev(aggregate),
         "peak_allocated_mib": max(c[4].allocated_mib for c in calls),
         "peak_reserved_mib": max(c[4].reserved_mib for c in calls),
+        "start_allocated_mib": max(c[4].start_mib for c in calls),
         "drafted_tokens": drafted, "accepted_tokens": accepted,
         "acceptance_rate": accepted / drafted if drafted else float("nan"),
         # Tokens per target verification forward, the bonus token included (Spec-Bench's tau).

@@ -24,7 +24,7 @@ COLUMNS = [
     "ttft_ms_median", "ttft_ms_p90", "tpot_ms_median", "tpot_ms_p90",
     "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_std",
     "aggregate_tokens_per_s_median", "aggregate_tokens_per_s_std",
-    "peak_allocated_mib", "peak_reserved_mib",
+    "peak_allocated_mib", "peak_reserved_mib", "start_allocated_mib",
     "drafted_tokens", "accepted_tokens", "acceptance_rate", "mean_accepted_tokens",
     "speedup_vs_standard", "throughput_vs_standard", "warmup_s", "compile_s", "notes",
     # environment
@@ -87,10 +87,11 @@ def upgrade_header(path: Path, header: list[str]) -> list[str]:
     """An older file gains the newer columns (empty in its old rows), rewritten atomically."""
     columns = header + [c for c in COLUMNS if c not in header]
     with open(path, newline="") as f:
-        old_rows = list(csv.DictReader(f))
+        # A ragged old row puts its extra fields under None: dropped, never a crash mid-run.
+        old_rows = [{k: v for k, v in r.items() if k is not None} for r in csv.DictReader(f)]
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n", restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(old_rows)
         f.flush()

@@ -533,6 +533,7 @@ class FastEngine:
             if offer == 0:  # nothing to verify: an ordinary target step
                 nxt = self._step_from(fwd, cache, token, pos, rules)
                 produced = [int(nxt.item())]
+                rounds += 1  # a target forward too, as transformers counts it: tokens per forward stay comparable
             else:
                 if lookup:
                     drafts = torch.tensor([candidates + [m.pad_token_id] * (k - offer)], device=m.device)

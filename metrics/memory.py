@@ -12,11 +12,13 @@ class PeakMemory:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.allocated_mib = self.reserved_mib = float("nan")
+        self.allocated_mib = self.reserved_mib = self.start_mib = float("nan")
 
     def __enter__(self) -> "PeakMemory":
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            # What is already resident (weights of every loaded model, kept caches): peak - start is the call's own.
+            self.start_mib = torch.cuda.memory_allocated(self.device) / MIB
         return self
 
     def __exit__(self, *exc) -> None:

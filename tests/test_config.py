@@ -83,3 +83,20 @@ def test_flash_attention_without_the_package_names_the_fix():
 def test_speculative_without_draft_is_refused():
     with pytest.raises(ConfigError, match="'draft_model'"):
         Config.from_dict(dict(BASE, draft_model=None, methods=["speculative"]))
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--prompt", "  "], "'prompts' has an empty prompt"),
+    (["--results", "/proc/no/runs.csv"], "'results'"),
+    (["--engine", "fast", "--warmup", "0"], "'warmup'"),
+    (["--batch-sizes", "1,x"], "comma-separated list of integers"),
+])
+def test_bad_flags_exit_2_before_anything_runs(args, names):
+    result = cli("--preset", "tiny", *args)
+    assert result.returncode == 2 and names in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_prompts_are_used_exactly_as_written():
+    config = Config.from_dict(dict(BASE, prompts=["  leading and trailing spaces  "]))
+    assert config.prompts == ["  leading and trailing spaces  "]

@@ -84,3 +84,38 @@ def test_stop_event_keeps_finished_rows(tmp_path):
                 stop.set()  # the user clicks Stop after the first row
     assert len(finished) == 1
     assert pd.read_csv(config.results)["method"].tolist() == ["standard"]
+
+
+def test_prompt_length_keeps_the_chat_template_whole(tmp_path, tiny_models):
+    import dataclasses
+
+    from bench.runner import tokenize_prompts
+
+    tokenizer = tiny_models.tokenizer
+    template = "{% for m in messages %}<|im_end|>user: {{ m['content'] }}<|im_end|>{% endfor %}assistant:"
+    tokenizer.chat_template = template
+    try:
+        models = dataclasses.replace(tiny_models, tokenizer=tokenizer)
+        config = tiny_config(tmp_path, prompts=["Hi", "Explain speculative decoding in detail please"], prompt_length=30)
+        ids = tokenize_prompts(models, config)
+        suffix = tokenizer("<|im_end|>assistant:", add_special_tokens=False).input_ids
+        for prompt_ids in ids:
+            assert len(prompt_ids) == 30
+            assert prompt_ids[-len(suffix):] == suffix  # the generation prompt is never cut off
+    finally:
+        tokenizer.chat_template = None
+
+
+def test_warm_up_covers_the_longest_prompt_of_each_batch_size(tmp_path, monkeypatch):
+    seen = []
+    original = bench.runner.METHODS["standard"]
+
+    def spy(inputs, settings, engine, probe):
+        seen.append(inputs.input_ids.shape[1])
+        return original(inputs, settings, engine, probe)
+
+    monkeypatch.setitem(bench.runner.METHODS, "standard", spy)
+    config = tiny_config(tmp_path, methods=["standard"], prompts=["Hi", "word " * 40], warmup=1, repetitions=1)
+    run_all(config)
+    assert seen[0] == max(seen)  # the one warm-up call ran the longest prompt
+    assert len(seen) == 3

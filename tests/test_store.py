@@ -61,3 +61,10 @@ def test_run_killed_mid_way_keeps_every_finished_row(tmp_path):
     assert df["method"].iloc[0] == "standard"
     for line in (tmp_path / "outputs.jsonl").read_text().splitlines():
         assert line.startswith("{") and line.endswith("}")
+
+
+def test_ragged_old_row_does_not_break_an_append(tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text("run_id,method,status\nold,standard,ok,extra-field\n")
+    store.append_row(path, sample_row(1))
+    assert store.load_rows(path)["run_id"].tolist() == ["old", "run1"]
