@@ -51,15 +51,15 @@ def test_bad_flag_value_exits_2():
     assert result.returncode == 2 and "--max-new-tokens" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_flags_override_preset_keys():
+def test_flags_override_preset_keys(tmp_path):
     from bench.cli import config_dict, parser
 
     args = parser().parse_args(["--preset", "tiny", "--methods", "standard,batched", "--max-new-tokens", "7",
-                                "--model", "tiny/draft", "--draft-model", "tiny/target", "--results", "x/r.csv",
+                                "--model", "tiny/draft", "--draft-model", "tiny/target", "--results", str(tmp_path / "r.csv"),
                                 "--engine", "hf,fast"])
     config = Config.from_dict(config_dict(args))
     assert config.methods == ["standard", "batched"] and config.max_new_tokens == 7
-    assert (config.model, config.draft_model, config.results) == ("tiny/draft", "tiny/target", "x/r.csv")
+    assert (config.model, config.draft_model, config.results) == ("tiny/draft", "tiny/target", str(tmp_path / "r.csv"))
     assert config.engine == ["hf", "fast"] and config.batch_sizes == [1, 2, 6]  # the rest from the preset
 
 
