@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 
-from bench.config import Config, ConfigError, field_help, preset_names, preset_path, read_json
+from bench.config import Config, ConfigError, default_of, field_help, preset_names, preset_path, read_json
 
 # flag -> (config key, parser). Lists are comma separated.
 def comma(kind):
@@ -28,11 +28,8 @@ OVERRIDES = {
 
 
 def parser() -> argparse.ArgumentParser:
-    keys = "\n".join(f"  {k:<26} {h} ({allowed}; default {default!r})"
-                     for k, (h, allowed), default in
-                     ((k, v, Config.__dataclass_fields__[k].default if not callable(
-                         Config.__dataclass_fields__[k].default_factory) else Config.__dataclass_fields__[k].default_factory())
-                      for k, v in field_help().items()))
+    keys = "\n".join(f"  {k:<26} {h} ({allowed}; default {default_of(Config.__dataclass_fields__[k])!r})"
+                     for k, (h, allowed) in field_help().items())
     p = argparse.ArgumentParser(
         prog="app.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Compare LLM decoding methods (greedy, nucleus, beam search, batched, speculative, prompt lookup) "

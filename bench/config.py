@@ -240,6 +240,11 @@ def preset_path(name: str) -> Path:
     return path
 
 
+def default_of(f) -> object:
+    """A field's default, whether a plain value or a factory (lists)."""
+    return f.default_factory() if callable(f.default_factory) else f.default
+
+
 def field_help() -> dict[str, tuple[str, str]]:
     """key -> (help, allowed values), for --help, the README and the dashboard."""
     return {f.name: (f.metadata["help"], describe(f.metadata["kind"], f)) for f in fields(Config)}

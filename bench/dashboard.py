@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import MISSING, Field, fields
+from dataclasses import Field, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import gradio as gr
 import pandas as pd
 
 from bench import charts, report, store
-from bench.config import Config, ConfigError, preset_names, preset_path, read_json
+from bench.config import Config, ConfigError, default_of, preset_names, preset_path, read_json
 from bench.runner import Progress, RowDone, Stopped, one_line, points, run, total_rows
 
 # One benchmark per process: the queue (concurrency_id "gpu", limit 1) serialises the UI, this lock
@@ -59,10 +59,6 @@ LABELS = {
 
 def config_fields() -> list[Field]:
     return list(fields(Config))
-
-
-def default_of(f: Field):
-    return f.default_factory() if f.default is MISSING else f.default
 
 
 def is_text_list(f: Field) -> bool:
