@@ -1,12 +1,17 @@
 """Plotly figures of result rows: pure functions DataFrame -> Figure, shared by the dashboard and reports.
 
     fig = charts.tokens_per_s(store.load_rows("results/runs.csv"))
+    figs = {name: draw(rows) for name, draw in charts.FIGURES.items()}
 
 Every function takes rows as the store writes them (any subset of runs) and draws only rows with
 status ok. One run: one bar per method x setting, coloured by method. Several runs: one colour per
 run, so the same method lines up side by side. Per-sequence tok/s (what one user waits for) and
 aggregate tok/s (all sequences of a call) never share a chart: `tokens_per_s` and `speedup` use the
 first, `batch_throughput` the second.
+
+FIGURES is the registry: the dashboard lays out every entry, in order, on Results and History, so a
+new chart is one function plus one line there. Method order and colours come from decoding.METHODS;
+charts about a kind of method pick rows by the method's attributes (drafts, sweeps_batch), not names.
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from bench.runner import ORDER, RANDOM_WEIGHTS_NOTE
+from bench.rows import RANDOM_WEIGHTS_NOTE
+from decoding import BASELINE, METHODS
 
 # Row keys shown on hover, so a bar can be traced to the exact settings that produced it.
 HOVER_KEYS = [
@@ -28,17 +34,24 @@ HOVER_KEYS = [
 NUMERIC = [
     "batch_size", "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_std",
     "aggregate_tokens_per_s_median", "aggregate_tokens_per_s_std", "latency_ms_median", "ttft_ms_median",
+    "tpot_ms_median", "tpot_ms_p90",
     "peak_allocated_mib", "peak_reserved_mib", "speedup_vs_standard", "acceptance_rate", "mean_accepted_tokens",
     "drafted_tokens",
 ]
-# A fixed colour per method keeps charts of different runs and pages comparable at a glance.
-METHOD_COLORS = {
-    "standard": "#64748b", "nucleus": "#0ea5e9", "beam_search": "#8b5cf6", "batched": "#f59e0b",
-    "speculative": "#10b981", "prompt_lookup": "#ec4899",
-}
+UNKNOWN_COLOR = "#94a3b8"  # rows of a method this checkout no longer has (old CSVs in History)
 RUN_COLORS = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777"]
 VARIANT_KEYS = ["engine", "quantization", "attention", "dtype", "model"]  # appended to labels when they vary
 HEIGHT = 340
+
+
+def method_color(method) -> str:
+    spec = METHODS.get(str(method))
+    return spec.color if spec else UNKNOWN_COLOR
+
+
+def methods_that(attribute: str) -> list[str]:
+    """Methods whose spec sets `attribute` (drafts, sweeps_batch, ...), in display order."""
+    return [name for name, spec in METHODS.items() if getattr(spec, attribute)]
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
@@ -51,8 +64,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     for c in NUMERIC:
         if c in d:
             d[c] = pd.to_numeric(d[c], errors="coerce")
-    rank = {m: i for i, m in enumerate(ORDER)}
-    d["_order"] = d["method"].map(rank).fillna(len(ORDER))
+    rank = {m: i for i, m in enumerate(METHODS)}
+    d["_order"] = d["method"].map(rank).fillna(len(METHODS))
     d = d.sort_values(["run_id", "_order", "batch_size"], kind="stable")
     varying = [k for k in VARIANT_KEYS if k in d and d[k].astype(str).nunique() > 1]
     d["label"] = d["method"].astype(str) + " [" + d["setting"].astype(str) + "]"
@@ -97,9 +110,10 @@ def style(fig: go.Figure, title: str, y_title: str = "", x_title: str = "") -> g
 
 
 def bars(d: pd.DataFrame, y: str, error: str | None = None, fmt: str = ".1f", unit: str = "",
-         labels: bool = False) -> list[go.Bar]:
+         labels: bool = False, also: tuple[str, str] | None = None) -> list[go.Bar]:
     """One trace coloured by method for one run; one trace per run when several are compared.
-    labels: print each value above its bar (for small values that would otherwise vanish)."""
+    labels: print each value above its bar (for small values that would otherwise vanish).
+    also: (column, name) of a second figure to name in the hover after the bar's own value."""
     def number(v) -> str:
         return f"{v:{fmt}}{unit}" if pd.notna(v) else "n/a"
 
@@ -107,6 +121,8 @@ def bars(d: pd.DataFrame, y: str, error: str | None = None, fmt: str = ".1f", un
         err = part[error] if error else None
         first = [number(v) + (f" ± {e:{fmt}}" if err is not None and pd.notna(e) else "")
                  for v, e in zip(part[y], err if err is not None else [None] * len(part))]
+        if also:
+            first = [f"{f} · {also[1]} {number(v)}" for f, v in zip(first, part[also[0]])]
         return go.Bar(
             x=part["label"], y=part[y], name=name, marker_color=color, showlegend=legend,
             text=[number(v) for v in part[y]] if labels else None, textposition="outside", cliponaxis=False,
@@ -116,7 +132,7 @@ def bars(d: pd.DataFrame, y: str, error: str | None = None, fmt: str = ".1f", un
 
     runs = list(dict.fromkeys(d["run"]))
     if len(runs) == 1:
-        return [trace(d, runs[0], [METHOD_COLORS.get(m, "#94a3b8") for m in d["method"]], False)]
+        return [trace(d, runs[0], [method_color(m) for m in d["method"]], False)]
     return [trace(d[d["run"] == r], r, RUN_COLORS[i % len(RUN_COLORS)], True) for i, r in enumerate(runs)]
 
 
@@ -159,6 +175,36 @@ def latency(df: pd.DataFrame) -> go.Figure:
     return style(fig, title, "ms per call")
 
 
+def time_per_output_token(df: pd.DataFrame) -> go.Figure:
+    """Decode time per new token after the first, median over calls. The p90 tick is there because the
+    median hides the slow calls a user also waits through (long drafts rejected, a batch's longest sequence)."""
+    title = "Time per output token (bar = median, tick = p90)"
+    d = prepare(df)
+    if d.empty:
+        return empty(title, "no finished rows yet")
+    if "tpot_ms_p90" not in d:
+        d["tpot_ms_p90"] = float("nan")
+    d = d[d["tpot_ms_median"].notna()] if "tpot_ms_median" in d else d.iloc[:0]
+    if d.empty:
+        return empty(title, "no time-per-output-token figures in these rows")
+    fig = go.Figure()
+    # The ticks share their run's offsetgroup so they sit on that run's bars when runs are grouped.
+    for trace in bars(d, "tpot_ms_median", fmt=".2f", unit=" ms", also=("tpot_ms_p90", "p90")):
+        trace.offsetgroup = trace.name
+        fig.add_trace(trace)
+    for i, run in enumerate(dict.fromkeys(d["run"])):
+        part = d[d["run"] == run]
+        fig.add_scatter(
+            x=part["label"], y=part["tpot_ms_p90"], mode="markers", name="p90", legendgroup="p90",
+            showlegend=i == 0, offsetgroup=run,
+            marker=dict(symbol="line-ew-open", size=18, color="#0f172a", line=dict(width=2.5, color="#0f172a")),
+            hovertext=[f"<b>p90 {p:.2f} ms</b> (median {m:.2f} ms)<br>{h}" if pd.notna(p) else "p90 n/a"
+                       for p, m, h in zip(part["tpot_ms_p90"], part["tpot_ms_median"], part["hover"])],
+            hovertemplate="%{hovertext}<extra></extra>")
+    fig.update_layout(barmode="group", scattermode="group")
+    return style(fig, title, "ms per output token")
+
+
 def memory(df: pd.DataFrame) -> go.Figure:
     """Peak GPU memory allocated during the measured calls."""
     title = "Peak GPU memory allocated"
@@ -173,25 +219,26 @@ def memory(df: pd.DataFrame) -> go.Figure:
 
 
 def speedup(df: pd.DataFrame) -> go.Figure:
-    """Per-sequence tok/s relative to standard greedy decoding of the same run and variant."""
-    title = "Speedup vs standard (tokens/s per sequence; dotted line = 1×)"
+    """Per-sequence tok/s relative to the baseline method's row of the same run and variant."""
+    title = f"Speedup vs {BASELINE} (tokens/s per sequence; dotted line = 1×)"
     d = prepare(df)
     d = d[d["speedup_vs_standard"].notna()] if not d.empty else d
     if d.empty:
-        return empty(title, "needs the standard method in the run")
+        return empty(title, f"needs the {BASELINE} method in the run")
     fig = go.Figure(bars(d, "speedup_vs_standard", fmt=".2f", unit="×", labels=d["run"].nunique() == 1))
     fig.add_hline(y=1.0, line_dash="dot", line_color="#475569")
     fig.update_yaxes(range=[0, max(d["speedup_vs_standard"].max(), 1.0) * 1.18])  # room for the labels
-    return style(fig, title, "× standard")
+    return style(fig, title, f"× {BASELINE}")
 
 
 def acceptance(df: pd.DataFrame) -> go.Figure:
-    """How much of the drafted text the target accepts (speculative and prompt_lookup rows)."""
+    """How much of the drafted text the target accepts (rows of methods that draft)."""
     title = "Draft acceptance (speculative methods)"
+    drafting = methods_that("drafts")
     d = prepare(df)
-    d = d[d["method"].isin(["speculative", "prompt_lookup"])] if not d.empty else d
+    d = d[d["method"].isin(drafting)] if not d.empty else d
     if d.empty:
-        return empty(title, "no speculative or prompt_lookup rows")
+        return empty(title, f"no {' or '.join(drafting)} rows")
     d = d.assign(acceptance_pct=d["acceptance_rate"] * 100)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
                         subplot_titles=("accepted / drafted tokens", "tokens per target forward"))
@@ -213,15 +260,19 @@ def acceptance(df: pd.DataFrame) -> go.Figure:
 
 
 def batch_throughput(df: pd.DataFrame) -> go.Figure:
-    """Aggregate tok/s of the batched method against batch size: what batching buys in throughput."""
-    title = "Aggregate throughput vs batch size (batched method)"
+    """Aggregate tok/s of the batch-sweeping methods against batch size: what batching buys in throughput."""
+    sweeping = methods_that("sweeps_batch")
+    title = f"Aggregate throughput vs batch size ({' and '.join(sweeping)} method{'s' if len(sweeping) > 1 else ''})"
     d = prepare(df)
-    d = d[d["method"] == "batched"] if not d.empty else d
+    d = d[d["method"].isin(sweeping)] if not d.empty else d
     if d.empty:
-        return empty(title, "no batched rows")
+        return empty(title, f"no {' or '.join(sweeping)} rows")
     fig = go.Figure()
-    # One line per run and variant: the x axis is the only thing that changes along a line.
-    d["line"] = d["run"] if d["run"].nunique() > 1 else "batched"
+    # One line per run, method and variant: the x axis is the only thing that changes along a line.
+    several_runs = d["run"].nunique() > 1
+    d["line"] = d["run"] if several_runs else d["method"].astype(str)
+    if several_runs and d["method"].nunique() > 1:
+        d["line"] += " · " + d["method"].astype(str)
     variants = [k for k in VARIANT_KEYS if d[k].astype(str).nunique() > 1]
     for k in variants:
         d["line"] += " · " + d[k].astype(str)
@@ -229,8 +280,8 @@ def batch_throughput(df: pd.DataFrame) -> go.Figure:
         part = part.sort_values("batch_size")
         fig.add_scatter(
             x=part["batch_size"], y=part["aggregate_tokens_per_s_median"], name=name, mode="lines+markers",
-            line=dict(color=RUN_COLORS[i % len(RUN_COLORS)] if d["line"].nunique() > 1 else METHOD_COLORS["batched"],
-                      width=2.5), marker=dict(size=9),
+            line=dict(color=RUN_COLORS[i % len(RUN_COLORS)] if d["line"].nunique() > 1
+                      else method_color(part["method"].iloc[0]), width=2.5), marker=dict(size=9),
             error_y=dict(type="data", array=part["aggregate_tokens_per_s_std"].fillna(0), visible=True),
             showlegend=d["line"].nunique() > 1,
             hovertext=[f"<b>{v:.1f} ± {e:.1f} aggregate tok/s</b><br>{h}" for v, e, h in
@@ -243,8 +294,9 @@ def batch_throughput(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
-# name -> figure function; the dashboard uses the names in its elem_ids (chart-tokens, ...).
+# name -> figure function, in the order the dashboard lays them out (two per row); the names become
+# elem_ids (chart-tokens, history-chart-tokens, ...), which the browser test and users' scripts select.
 FIGURES = {
-    "tokens": tokens_per_s, "latency": latency, "memory": memory, "speedup": speedup,
-    "acceptance": acceptance, "batch": batch_throughput,
+    "tokens": tokens_per_s, "latency": latency, "tpot": time_per_output_token, "memory": memory,
+    "speedup": speedup, "acceptance": acceptance, "batch": batch_throughput,
 }

@@ -19,7 +19,7 @@ import pytest
 import torch
 from playwright.sync_api import Page, sync_playwright
 
-from bench import dashboard, store
+from bench import charts, dashboard, store
 from bench.config import Config, preset_path, read_json
 from bench.runner import total_rows
 
@@ -89,6 +89,9 @@ def tour(page: Page, url: str, results: Path, out: Path) -> dict[str, Path]:
     for name in ("tokens", "latency", "speedup"):
         page.wait_for_selector(f"#chart-{name} .js-plotly-plot .bars")
     page.wait_for_selector("#chart-batch .js-plotly-plot .scatterlayer .trace")
+    for name in charts.FIGURES:  # every registered chart is laid out, the odd one out included
+        page.wait_for_selector(f"#chart-{name} .js-plotly-plot .main-svg")
+    page.wait_for_selector("#chart-tpot .js-plotly-plot .bars")
     shots["results_page.png"] = out / "results_page.png"
     page.screenshot(path=shots["results_page.png"], full_page=True)
 
@@ -102,6 +105,8 @@ def tour(page: Page, url: str, results: Path, out: Path) -> dict[str, Path]:
     page.wait_for_function(f"document.querySelector('#history-table') && "
                            f"document.querySelector('#history-table').innerText.includes('{run_id}')")
     page.wait_for_selector("#history-chart-tokens .js-plotly-plot .bars")
+    for name in charts.FIGURES:
+        page.wait_for_selector(f"#history-chart-{name} .js-plotly-plot .main-svg")
     shots["history_page.png"] = out / "history_page.png"
     page.screenshot(path=shots["history_page.png"], full_page=True)
     return shots

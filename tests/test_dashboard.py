@@ -25,6 +25,7 @@ from gradio_client.utils import Status
 from bench import charts, dashboard, store
 from bench.config import Config, ConfigError, preset_names, preset_path, read_json
 from bench.runner import total_rows
+from decoding import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 300  # a shared CI machine can be slow; the tiny runs themselves take seconds
@@ -90,6 +91,39 @@ def test_form_has_a_component_for_every_config_field():
                     "chart-live", *(f"chart-{n}" for n in charts.FIGURES), "history-tab", "history-table",
                     "history-export", "samples-view", "config-upload", "config-download-button"):
         assert elem_id in elem_ids
+
+
+def plot_rows(demo, prefix: str) -> list[list[str]]:
+    """The chart names of each row of the grid whose elem_ids start with prefix, top to bottom."""
+    rows = []
+    for block in demo.blocks.values():
+        elem_id = getattr(block, "elem_id", None) or ""
+        if elem_id.startswith(prefix) and elem_id != "chart-live":
+            names = [c.elem_id.removeprefix(prefix) for c in block.parent.children]
+            if names not in rows:
+                rows.append(names)
+    return rows
+
+
+@pytest.mark.parametrize("count", [1, 5, 7, 8])
+def test_chart_grid_lays_out_every_registered_figure(monkeypatch, count):
+    """Regression: the grid was zip(names[::2], names[1::2]), which dropped the last of an odd count."""
+    registry = {f"fig{i}": charts.tokens_per_s for i in range(count)}
+    monkeypatch.setattr(charts, "FIGURES", registry)
+    demo = dashboard.build_app("/tmp/unused-results/runs.csv")
+    expected = dashboard.grid_rows(list(registry))
+    assert [len(r) for r in expected] == [2] * (count // 2) + [1] * (count % 2)
+    for prefix in ("chart-", "history-chart-"):  # Results and History
+        assert plot_rows(demo, prefix) == expected
+    assert len(dashboard.history_updates(Path("/tmp/unused-results/runs.csv"), [], {})) == 6 + count
+
+
+def test_results_and_history_show_the_registry_with_the_tpot_chart():
+    demo = dashboard.build_app("/tmp/unused-results/runs.csv")
+    assert len(charts.FIGURES) == 7 and "tpot" in charts.FIGURES
+    for prefix in ("chart-", "history-chart-"):
+        assert [n for row in plot_rows(demo, prefix) for n in row] == list(charts.FIGURES)
+        assert plot_rows(demo, prefix)[-1] == ["batch"]  # the odd one out, alone on the last row
 
 
 def test_initial_settings_prefill_the_form():
@@ -250,9 +284,9 @@ def test_history_with_10000_rows_loads_and_filters_in_under_2_s(tmp_path):
     synthetic_rows(10_000).to_csv(results, index=False)
     synthetic_rows(50, seed=7).to_csv(tmp_path / "other-machine.csv", index=False)  # dropped into the folder
     started = time.perf_counter()
-    everything = dashboard.history_page(results, [], {})
-    filtered = dashboard.history_page(results, [], {"model": ["Qwen/Qwen3-4B"], "method": ["batched", "standard"],
-                                                    "device": ["cuda"], "run_id": []})
+    everything = dashboard.history_updates(results, [], {})
+    filtered = dashboard.history_updates(results, [], {"model": ["Qwen/Qwen3-4B"], "method": ["batched", "standard"],
+                                                       "device": ["cuda"], "run_id": []})
     took = time.perf_counter() - started
     assert took < 2.0, f"History took {took:.2f} s for 10,000 rows"
     assert "10,050 rows" in everything[4]  # info line: both files
@@ -270,7 +304,7 @@ def test_history_compares_picked_runs_on_the_same_charts(tmp_path):
     results = tmp_path / "runs.csv"
     synthetic_rows(40).to_csv(results, index=False)
     picked = ["202600-run-00001", "202600-run-00003"]
-    page = dashboard.history_page(results, [], {"run_id": picked})
+    page = dashboard.history_updates(results, [], {"run_id": picked})
     tokens = page[6]
     assert sorted(t.name for t in tokens.data) == picked  # one colour (trace) per compared run
 
@@ -316,6 +350,58 @@ def test_figures_keep_per_sequence_and_aggregate_apart():
         assert fn(df[df["status"] == "oom"]).layout.annotations
 
 
+def test_tpot_chart_bars_median_ticks_p90_coloured_by_method():
+    df = figure_rows()
+    df.loc[df["method"] == "standard", ["tpot_ms_median", "tpot_ms_p90"]] = [4.0, 5.0]
+    df.loc[df["method"] == "batched", ["tpot_ms_median", "tpot_ms_p90"]] = [3.0, 3.5]
+    df.loc[df["method"] == "speculative", ["tpot_ms_median", "tpot_ms_p90"]] = [2.0, 6.0]
+    fig = charts.time_per_output_token(df)
+    bars, ticks = fig.data
+    assert bars.type == "bar" and list(bars.y) == [4.0, 3.0, 2.0]  # the oom row is left out
+    assert list(bars.marker.color) == [METHODS[m].color for m in ("standard", "batched", "speculative")]
+    assert ticks.type == "scatter" and list(ticks.y) == [5.0, 3.5, 6.0] and ticks.name == "p90"
+    assert "p90 6.00 ms" in bars.hovertext[2] and "ms per output token" in fig.layout.yaxis.title.text
+    assert "Time per output token" in fig.layout.title.text
+    for empty in (pd.DataFrame(columns=store.COLUMNS), None, df[df["status"] == "oom"]):
+        assert "no finished rows yet" in charts.time_per_output_token(empty).layout.annotations[0].text
+    two_runs = pd.concat([df, df.assign(run_id="r2")], ignore_index=True)
+    grouped = charts.time_per_output_token(two_runs)
+    assert [t.offsetgroup for t in grouped.data] == ["r1", "r2", "r1", "r2"]  # ticks sit on their run's bars
+    assert [t.showlegend for t in grouped.data if t.type == "scatter"] == [True, False]
+
+
+def test_figures_take_method_order_and_colours_from_decoding_methods():
+    rows = figure_rows()
+    shuffled = pd.concat([rows.iloc[[2, 1, 0]], rows.iloc[[0]].assign(method="typical", setting="t")])
+    tokens = charts.tokens_per_s(shuffled)
+    order = [m for m in METHODS if m in set(shuffled["method"])]
+    assert [label.split(" [")[0] for label in tokens.data[0].x] == order
+    assert list(tokens.data[0].marker.color) == [METHODS[m].color for m in order]
+    drafting = [m for m, spec in METHODS.items() if spec.drafts]
+    assert "no " + " or ".join(drafting) + " rows" in charts.acceptance(rows.iloc[:2]).layout.annotations[0].text
+
+
+def test_no_method_name_is_written_into_the_dashboard_or_figures():
+    """Method names, order and colours come from decoding.METHODS, so a new method needs no edit here."""
+    sources = [ROOT / "bench" / "charts.py", *sorted((ROOT / "bench" / "dashboard").glob("*.py"))]
+    for path in sources:
+        text = path.read_text()
+        for name in METHODS:
+            assert f'"{name}"' not in text and f"'{name}'" not in text, f"{path.name} names method {name!r}"
+
+
+def test_history_module_needs_no_gradio():
+    """History's data work runs (and is tested) where gradio is not installed."""
+    code = ("import sys; sys.modules['gradio'] = None\n"  # any import of gradio now raises ImportError
+            "from bench.dashboard import history\n"
+            "df, problems = history.load_history([])\n"
+            "rows, table, compared = history.history_view(df, {})\n"
+            "del sys.modules['gradio']\n"
+            "assert 'gradio' not in sys.modules and len(table) == 0 and problems == []\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_errors_are_listed_above_the_table():
     rows = figure_rows().to_dict("records")
     text = dashboard.errors_md(rows)
@@ -341,6 +427,25 @@ def test_share_without_valid_auth_refuses_in_one_line(args, env, words):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("auth, env, words", [
+    (None, {}, "--auth"), ("nocolon", {}, "USER:PASSWORD"), (None, {"BENCH_AUTH": "me:"}, "BENCH_AUTH"),
+])
+def test_launch_refuses_share_without_valid_auth(monkeypatch, capsys, auth, env, words):
+    monkeypatch.delenv("BENCH_AUTH", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert dashboard.launch({}, None, host="127.0.0.1", port=free_port(), share=True, auth=auth) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0]
+
+
+def test_launch_checks_the_initial_settings_in_the_cli_words(monkeypatch, capsys):
+    monkeypatch.delenv("BENCH_AUTH", raising=False)
+    assert dashboard.launch({"max_new_tokens": 0}, "x/runs.csv", port=free_port()) == 2
+    assert "config key 'max_new_tokens'" in capsys.readouterr().err
+    assert dashboard.parse_auth("me:pw") == ("me", "pw") and dashboard.parse_auth(None) is None
 
 
 def test_app_py_serves_the_dashboard_on_host_and_port(tmp_path):

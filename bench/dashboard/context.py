@@ -1,0 +1,28 @@
+"""What the app hands every page: where rows go, where downloads may be served from, the one-run lock."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+# For events that only move the UI (fill the form, switch a filter): they must never wait in the queue
+# behind a benchmark, and API clients have no business calling them.
+UI_ONLY = dict(concurrency_limit=None, api_visibility="private")
+
+
+@dataclass
+class Context:
+    results_path: Path  # absolute; pinned for the app's lifetime, since History and downloads read its folder
+    run_lock: threading.Lock
+    # run_id -> prompt texts: outputs.jsonl stores prompt indices only, so Samples learns the texts from Run.
+    run_prompts: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def exports(self) -> Path:
+        """The only folder the server may hand files out of (see app.launch_options)."""
+        return self.results_path.parent / "exports"
+
+    def export_file(self, prefix: str, suffix: str) -> Path:
+        self.exports.mkdir(parents=True, exist_ok=True)
+        return self.exports / f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}{suffix}"

@@ -1,0 +1,135 @@
+"""The config form: one component per Config field, generated from the field metadata so it never drifts
+from what the CLI and presets accept. Values go form -> dict -> Config.from_dict, never around it."""
+from __future__ import annotations
+
+from dataclasses import Field, fields
+
+import gradio as gr
+
+from bench.config import Config, ConfigError, default_of
+
+SECTIONS = {  # section -> rows of field names; a field missing here lands in "More settings"
+    "Models": [["model", "draft_model"], ["dtype", "device", "engine"], ["quantization", "attention"],
+               ["quantize_draft", "random_weights"]],
+    "Workload": [["prompts"], ["completions_per_prompt", "max_new_tokens", "prompt_length"],
+                 ["chat_template", "stop_at_eos"]],
+    "Methods": [["methods"], ["temperature", "top_p", "top_k"],
+                ["num_beams", "num_return_sequences", "length_penalty"], ["early_stopping", "batched_do_sample"],
+                ["batch_sizes", "speculative_modes"], ["num_draft_tokens", "prompt_lookup_num_tokens"]],
+    "Measurement": [["warmup", "repetitions", "seed"], ["results"]],
+}
+LABELS = {
+    "model": "Target model", "draft_model": "Draft model", "methods": "Methods", "engine": "Engine",
+    "prompts": "Prompts (one per line)", "top_p": "top-p", "top_k": "top-k", "num_beams": "Beams",
+    "num_return_sequences": "Returned sequences", "dtype": "dtype", "warmup": "Warm-up calls",
+    "num_draft_tokens": "Draft tokens k", "prompt_lookup_num_tokens": "Prompt-lookup tokens",
+    "results": "Results CSV",
+}
+
+
+def config_fields() -> list[Field]:
+    return list(fields(Config))
+
+
+def is_text_list(f: Field) -> bool:
+    """List fields without choices are typed as text: prompts one per line, numbers comma separated."""
+    return "list" in f.metadata["kind"] and not f.metadata["choices"]
+
+
+def make_input(f: Field, value=None) -> gr.components.Component:
+    m, kind = f.metadata, f.metadata["kind"]
+    common = dict(label=LABELS.get(f.name, f.name.replace("_", " ").capitalize()), info=m["help"], min_width=120,
+                  elem_id="cfg-" + f.name.replace("_", "-"),
+                  value=to_form(f, default_of(f) if value is None else value))
+    if f.name == "results":  # pinned to the app's results file: History and downloads read that folder
+        common["info"] += " (fixed by the dashboard: start it with --results to change)"
+        return gr.Textbox(interactive=False, **common)
+    if kind == "bool":
+        return gr.Checkbox(**common)
+    if kind in ("int", "float"):
+        # No min/max here: out-of-range values reach Config, which words the error like the CLI does.
+        return gr.Number(precision=None, **common)
+    if kind == "str" and m["choices"]:
+        return gr.Dropdown(choices=list(m["choices"]), **common)
+    if kind in ("str", "optstr"):
+        return gr.Textbox(**common)
+    if m["choices"]:
+        return gr.CheckboxGroup(choices=list(m["choices"]), **common)
+    if kind == "list[str]":
+        return gr.Textbox(lines=4, max_lines=12, **common)
+    return gr.Textbox(placeholder="e.g. 1, 4, 16", **common)
+
+
+def to_form(f: Field, value):
+    """Config value -> what the field's component shows."""
+    kind = f.metadata["kind"]
+    if f.metadata["choices"] and "list" in kind:
+        return value if isinstance(value, list) else [value]
+    if is_text_list(f):
+        items = value if isinstance(value, list) else [value]
+        return ("\n" if kind == "list[str]" else ", ").join(str(v) for v in items)
+    if kind == "optstr":
+        return value or ""
+    return value
+
+
+def from_form(f: Field, value):
+    """Component value -> config value. Anything unparsable is passed on for Config to reject in its words."""
+    kind = f.metadata["kind"]
+    if kind == "list[str]" and not f.metadata["choices"]:
+        return [line.strip() for line in (value or "").splitlines() if line.strip()]
+    if is_text_list(f):
+        items = [int(t) if t.strip().lstrip("-").isdigit() else t.strip()
+                 for t in str(value or "").replace(";", ",").replace(" ", ",").split(",") if t.strip()]
+        return items[0] if kind.startswith("int|") and len(items) == 1 else items
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)  # gr.Number hands back floats; keep the JSON tidy
+    if kind == "optstr":
+        return (value or "").strip() or None
+    if kind == "str" and isinstance(value, str):
+        return value.strip()
+    if f.metadata["choices"] and "list" in kind:
+        return list(value or [])
+    return value
+
+
+def form_dict(values: list) -> dict:
+    return {f.name: from_form(f, v) for f, v in zip(config_fields(), values)}
+
+
+def form_values(data: dict, results_path: str) -> list:
+    """A (partial) config dict -> values for every form field; missing keys get Config's defaults."""
+    out = []
+    for f in config_fields():
+        value = results_path if f.name == "results" else data.get(f.name, default_of(f))
+        out.append(to_form(f, value))
+    return out
+
+
+def check(data: dict, check_models: bool = False) -> str:
+    """'' when the dict makes a valid Config, else the ConfigError line the CLI would print."""
+    try:
+        Config.from_dict(data, check_models=check_models)
+        return ""
+    except ConfigError as e:
+        return str(e)
+
+
+def build_form(results_path: str, initial: dict | None = None) -> list:
+    """Sections of components in Config field order; returns them in that order for form_dict."""
+    by_name = {f.name: f for f in config_fields()}
+    # A key Config no longer has is skipped rather than breaking the page; new keys go to "More settings".
+    sections = {title: [[n for n in row if n in by_name] for row in rows] for title, rows in SECTIONS.items()}
+    placed = {name for rows in sections.values() for row in rows for name in row}
+    rest = [name for name in by_name if name not in placed]
+    if rest:
+        sections["More settings"] = [rest[i:i + 3] for i in range(0, len(rest), 3)]
+    made = {}
+    for title, rows in sections.items():
+        with gr.Accordion(title, open=True, elem_id=f"section-{title.lower().replace(' ', '-')}"):
+            for row in filter(None, rows):
+                with gr.Row():
+                    for name in row:
+                        made[name] = make_input(by_name[name], (initial or {}).get(name))
+    made["results"].value = results_path
+    return [made[f.name] for f in config_fields()]

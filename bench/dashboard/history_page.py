@@ -1,0 +1,82 @@
+"""History: every row of every CSV in the results folder plus uploads, filtered, picked runs compared on
+the same charts as Results, the filtered rows exported as CSV. The data work is in history.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from bench import charts
+from bench.dashboard.chart_grid import chart_grid
+from bench.dashboard.context import UI_ONLY, Context
+from bench.dashboard.history import (FILTERS, HISTORY_COLUMNS, filter_choices, filter_rows, history_files,
+                                     history_view, info_md, load_history, still_valid)
+
+FILTER_LABELS = {"model": ("Model", "model"), "method": ("Method", "method"), "device": ("Device", "device"),
+                 "run_id": ("Runs (picked runs are compared in the charts)", "run")}  # key -> (label, elem_id part)
+
+
+def history_updates(results_path: Path, uploaded: list[str] | None, selected: dict[str, list]) -> list:
+    """Everything the History page shows: filter choices, info line, table, charts (in that order)."""
+    files = history_files(results_path, uploaded)
+    df, problems = load_history(files)
+    rows, shown, compared = history_view(df, selected)
+    updates = []
+    for key in FILTERS:
+        choices = filter_choices(df, key)
+        updates.append(gr.update(choices=choices, value=still_valid(selected.get(key), choices)))
+    info = info_md(df, rows, compared, files, results_path.parent, bool(uploaded), problems)
+    return [*updates, info, shown, *[draw(compared) for draw in charts.FIGURES.values()]]
+
+
+class HistoryPage:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        with gr.Tab("History", id="history", elem_id="history-tab") as self.tab:
+            with gr.Row():
+                self.upload = gr.File(label="Add CSVs from other machines (this session only)", file_count="multiple",
+                                      file_types=[".csv"], elem_id="history-upload", height=110, scale=3)
+                with gr.Column(scale=1, min_width=200):
+                    self.reload_btn = gr.Button("Reload", elem_id="history-reload")
+                    self.export_btn = gr.Button("Export filtered rows as CSV", elem_id="history-export")
+                    self.download = gr.File(label="Filtered rows", visible=False, interactive=False,
+                                            elem_id="history-download")
+            with gr.Row():
+                self.filters = {key: gr.Dropdown([], multiselect=True, label=FILTER_LABELS[key][0],
+                                                 elem_id=f"history-filter-{FILTER_LABELS[key][1]}",
+                                                 scale=3 if key == "run_id" else 1)
+                                for key in FILTERS}
+            self.info = gr.Markdown("", elem_id="history-info")
+            self.table = gr.Dataframe(pd.DataFrame(columns=HISTORY_COLUMNS), interactive=False, wrap=False,
+                                      max_height=380, label="Rows (newest first)", elem_id="history-table")
+            self.plots = chart_grid("history-chart-")
+            self.uploaded = gr.State([])  # paths of this session's uploads; other sessions never see them
+
+    def wire(self) -> None:
+        args = dict(fn=self.show, inputs=[self.uploaded, *self.filters.values()],
+                    outputs=[*self.filters.values(), self.info, self.table, *self.plots.values()],
+                    show_progress="minimal", **UI_ONLY)
+        self.tab.select(**args)
+        self.reload_btn.click(**args)
+        for dropdown in self.filters.values():
+            dropdown.input(**args)
+        self.upload.upload(self.add_uploads, [self.upload, self.uploaded], self.uploaded, **UI_ONLY).then(**args)
+        self.export_btn.click(self.export, [self.uploaded, *self.filters.values()], self.download, **UI_ONLY)
+
+    def selection(self, values) -> dict[str, list]:
+        return dict(zip(FILTERS, values))
+
+    def show(self, files, *selected_values):
+        return history_updates(self.ctx.results_path, files, self.selection(selected_values))
+
+    @staticmethod
+    def add_uploads(files, current):
+        return list(dict.fromkeys((current or []) + [str(f) for f in files or []]))
+
+    def export(self, files, *selected_values):
+        df, _ = load_history(history_files(self.ctx.results_path, files))
+        rows = filter_rows(df, self.selection(selected_values))
+        path = self.ctx.export_file("history", ".csv")
+        rows.to_csv(path, index=False)
+        return gr.update(value=str(path), visible=True, label=f"Filtered rows ({len(rows):,})")

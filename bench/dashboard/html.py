@@ -1,0 +1,101 @@
+"""HTML and Markdown the pages show: progress bar, errors, the run summary, generated texts side by side.
+
+Plain functions of rows and events, so they can be checked without a browser. Every value from a row or
+a user is escaped: model ids, prompts and error texts are not markup.
+"""
+from __future__ import annotations
+
+from html import escape
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.runner import Progress
+
+
+def error_md(message: str) -> str:
+    # quote=False: the message keeps the CLI's exact words ('max_new_tokens', not &#x27;...)
+    return f"**error:** {escape(message, quote=False)}" if message else ""
+
+
+def progress_html(fraction: float, title: str, detail: str = "", state: str = "running") -> str:
+    pct = max(0.0, min(1.0, fraction)) * 100
+    return (f'<div class="bench-progress {state}"><div class="bench-progress-head"><b>{escape(title)}</b>'
+            f'<span>{pct:.0f}%</span></div><div class="bench-progress-track"><div class="bench-progress-fill" '
+            f'style="width:{pct:.1f}%"></div></div><div class="bench-progress-detail">{escape(detail)}</div></div>')
+
+
+IDLE = progress_html(0, "Idle", "Pick a preset or fill the form, then press Run.", "idle")
+
+
+def event_progress(event: Progress) -> str:
+    """The bar names method, setting and repetition; it moves within a row as repetitions finish."""
+    reps = event.repetitions or 1
+    fraction = (event.done_rows + (event.repetition - 1 if event.repetition else 0) / reps) / max(event.total_rows, 1)
+    parts = [f"row {min(event.done_rows + 1, event.total_rows)} of {event.total_rows}"]
+    if event.method:
+        parts.append(f"method {event.method}")
+        parts.append(f"setting {event.setting}")
+    if event.repetition:
+        parts.append(f"repetition {event.repetition}/{event.repetitions}")
+    title = f"{event.method} [{event.setting}]" if event.method else event.message
+    return progress_html(fraction, title, " · ".join(parts))
+
+
+def errors_md(rows: list[dict]) -> str:
+    """Failed rows, shown above the table: an OOM or a failed model load must not hide in a column."""
+    bad = [r for r in rows if r.get("status") != "ok"]
+    if not bad:
+        return ""
+    lines = [f"- **{escape(str(r['method']))} [{escape(str(r['setting']))}]** "
+             f"`{r['status']}`: {escape(str(r.get('error', '')))}" for r in bad]
+    return (f'<div class="bench-errors">\n\n**{len(bad)} of {len(rows)} rows failed** '
+            f"(the other rows are fine and kept):\n\n" + "\n".join(lines) + "\n\n</div>")
+
+
+def run_failed_md(problem: str, kept: int) -> str:
+    """A run that threw (not a failed row): the rows before it are already on disk."""
+    return (f'<div class="bench-errors">\n\n**Run failed:** {escape(problem)}\n\n'
+            f"{kept} finished rows are kept.\n\n</div>")
+
+
+def summary_md(rows: list[dict], seconds: float | None = None) -> str:
+    if not rows:
+        return "No run yet in this session. Press **Run** on the Run page; earlier runs are in **History**."
+    r = rows[0]
+    ok = sum(x.get("status") == "ok" for x in rows)
+    took = f" · {seconds:.0f} s" if seconds is not None else ""
+    return (f"**Run `{r['run_id']}`** · model `{r['model']}` · {r['device']} ({r.get('device_name', '')}) · "
+            f"{len(rows)} rows, {ok} ok{took}. *tok/s per sequence* = one sequence's new tokens / its call's "
+            f"latency; *aggregate tok/s* = all new tokens of a call / its latency; they are never mixed in a chart.")
+
+
+def muted(text: str) -> str:
+    return f'<p class="bench-muted">{escape(text)}</p>'
+
+
+def samples_html(records: list[dict], run_id: str | None, methods: list[str] | None = None,
+                 completion: int = 0, prompts: list[str] | None = None) -> str:
+    """Texts of one run, one block per prompt, one card per method x setting side by side."""
+    recs = [r for r in records if r.get("run_id") == run_id and r.get("completion_index", 0) == completion]
+    if methods:
+        recs = [r for r in recs if f"{r['method']} [{r['setting']}]" in methods]
+    if not recs:
+        return muted("No texts for this selection (failed rows store no text).")
+    variant = len({(r.get("engine"), r.get("quantization"), r.get("attention")) for r in recs}) > 1
+    out = []
+    for p in sorted({r["prompt_index"] for r in recs}):
+        prompt = prompts[p] if prompts and p < len(prompts) else f"prompt {p + 1}"
+        cards = {}
+        for r in (r for r in recs if r["prompt_index"] == p):
+            key = f"{r['method']} [{r['setting']}]" + (f" · {r['engine']}/{r['quantization']}/{r['attention']}"
+                                                      if variant else "")
+            cards.setdefault(key, []).append(r)
+        cells = []
+        for key, seqs in cards.items():
+            texts = "".join(f'<div class="bench-seq">{"<i>sequence " + str(s["sequence_index"] + 1) + "</i><br>" if len(seqs) > 1 else ""}'
+                            f'{escape(s["text"])}</div>' for s in seqs)
+            cells.append(f'<div class="bench-card"><div class="bench-card-head">{escape(key)}'
+                         f'<span>{seqs[0]["new_tokens"]} tokens</span></div>{texts}</div>')
+        out.append(f'<div class="bench-prompt"><div class="bench-prompt-text">Prompt {p + 1}: '
+                   f'{escape(prompt)}</div><div class="bench-cards">{"".join(cells)}</div></div>')
+    return "".join(out)

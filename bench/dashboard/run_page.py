@@ -1,0 +1,223 @@
+"""Run: the config form, Run and Stop, and the live view of a run (progress, failed rows, table, chart).
+
+The run itself is the `run` API endpoint: the Run button only turns the form into config JSON and hands it
+to that endpoint, so the browser and API clients go through the same queue and the same checks.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from html import escape
+
+import gradio as gr
+import pandas as pd
+
+from bench import charts, report, store
+from bench.config import Config, ConfigError, preset_names, preset_path, read_json
+from bench.dashboard.context import UI_ONLY, Context
+from bench.dashboard.form import build_form, check, form_dict, form_values
+from bench.dashboard.html import IDLE, error_md, errors_md, event_progress, progress_html, run_failed_md
+from bench.dashboard.results_page import ResultsPage
+from bench.rows import one_line
+from bench.runner import Progress, RowDone, Stopped, points, run, total_rows
+
+# session hash -> stop event of that session's running benchmark; Stop only stops your own run.
+STOP_EVENTS: dict[str, threading.Event] = {}
+
+# The CLI's summary columns (bench.report), speed first so it is visible without scrolling.
+TABLE_FIRST = ["method", "setting", "status", "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_std",
+               "speedup_vs_standard", "aggregate_tokens_per_s_median"]
+TABLE_COLUMNS = sorted(report.COLUMNS, key=lambda c: TABLE_FIRST.index(c[0]) if c[0] in TABLE_FIRST else len(TABLE_FIRST))
+
+
+def results_table(rows: pd.DataFrame | list[dict]) -> pd.DataFrame:
+    """One line per row as numbers (so the browser sorts them right), errors in the last column."""
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=store.COLUMNS)
+    out = pd.DataFrame()
+    for key, header, fmt in TABLE_COLUMNS:
+        col = df[key] if key in df else pd.Series([None] * len(df))
+        if "f}" in fmt:  # "{:.1f}" -> round to 1 digit
+            digits = int(fmt.split(".")[1][0])
+            col = pd.to_numeric(col, errors="coerce").round(digits)
+        out[header.replace("±", "tok/s/seq ±")] = col.reset_index(drop=True)
+    out["error"] = df["error"].fillna("").astype(str).to_numpy() if "error" in df else ""
+    return out.astype(object).where(out.notna(), None)
+
+
+def ends_method(config: Config, done: int) -> bool:
+    """Is the done-th row the last setting of its method? Rows come per variant and engine, in points() order."""
+    order = [p.method for p in points(config)]
+    i = (done - 1) % len(order)
+    return i == len(order) - 1 or order[i + 1] != order[i]
+
+
+class RunPage:
+    def __init__(self, ctx: Context, initial: dict | None = None):
+        self.ctx = ctx
+        results_path = str(ctx.results_path)
+        with gr.Tab("Run", id="run", elem_id="run-tab"):
+            self.run_state = gr.State("")  # run_id of this session's latest run; Samples follows it
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=5, min_width=420, elem_id="config-form"):
+                    with gr.Row():
+                        self.preset = gr.Dropdown([("choose a preset…", "")] + preset_names(), value="",
+                                                  label="Preset", info="fills the form from presets/",
+                                                  elem_id="preset-dropdown", scale=2)
+                        with gr.Column(scale=1, min_width=170):
+                            self.upload = gr.UploadButton("Load JSON config", file_types=[".json"], size="sm",
+                                                          elem_id="config-upload")
+                            self.download = gr.Button("Download form as JSON", size="sm",
+                                                      elem_id="config-download-button")
+                    self.config_file = gr.File(label="Config file", visible=False, elem_id="config-download",
+                                               interactive=False)
+                    self.upload_note = gr.Markdown("", elem_id="config-upload-note")
+                    self.inputs = build_form(results_path, initial)
+                with gr.Column(scale=7, min_width=480, elem_id="run-output"):
+                    with gr.Row():
+                        self.run_btn = gr.Button("Run", variant="primary", elem_id="run-button", scale=3)
+                        self.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-button", scale=1)
+                    self.config_error = gr.Markdown("", elem_id="config-error")
+                    self.progress = gr.HTML(IDLE, elem_id="run-progress")
+                    self.row_errors = gr.Markdown("", elem_id="run-errors")
+                    self.table = gr.Dataframe(results_table([]), label="Results (one row per method × setting)",
+                                              interactive=False, wrap=False, max_height=420, pinned_columns=2,
+                                              elem_id="results-table")
+                    self.live_chart = gr.Plot(charts.tokens_per_s(None), show_label=False, elem_id="chart-live")
+                    with gr.Accordion("Config JSON of the last Run (what the runner got)", open=False):
+                        self.config_json = gr.Code("{}", language="json", interactive=False, elem_id="config-json")
+
+    def wire(self, results: ResultsPage) -> None:
+        """Form events, then the run endpoint, which also redraws the Results page."""
+        self.results = results
+        inputs = self.inputs
+        self.preset.change(self.fill_from_preset, self.preset, inputs + [self.config_error], show_progress="hidden",
+                           **UI_ONLY)
+        self.upload.upload(self.fill_from_file, self.upload, inputs + [self.config_error, self.upload_note], **UI_ONLY)
+        self.download.click(self.download_config, inputs, [self.config_file, self.config_error], **UI_ONLY)
+
+        outputs = [self.config_error, self.progress, self.row_errors, self.table, self.live_chart, results.summary,
+                   self.run_btn, self.run_state, *results.plots.values()]
+        self.run_btn.click(self.prepare_run, inputs, [self.config_json, self.run_btn, self.progress],
+                           show_progress="hidden", **UI_ONLY).then(
+            self.run_benchmark, self.config_json, outputs, api_name="run", concurrency_id="gpu", concurrency_limit=1,
+            show_progress="full", show_progress_on=[self.progress]).then(
+            lambda: gr.update(interactive=True), None, self.run_btn, **UI_ONLY)  # even if the run endpoint raised
+        self.stop_btn.click(self.stop_run, None, self.progress, api_name="stop", show_progress="hidden",
+                            concurrency_limit=None)
+
+    # ------------------------------------------------------------------ the form
+
+    def fill_from_preset(self, name):
+        if not name:
+            return [gr.skip()] * len(self.inputs) + [""]
+        try:
+            data = read_json(preset_path(name))
+        except ConfigError as e:
+            return [gr.skip()] * len(self.inputs) + [error_md(str(e))]
+        return form_values(data, str(self.ctx.results_path)) + [error_md(check(data))]
+
+    def fill_from_file(self, file):
+        results_path = self.ctx.results_path
+        try:
+            data = read_json(file)
+        except ConfigError as e:
+            return [gr.skip()] * len(self.inputs) + [error_md(str(e)), ""]
+        note = ""
+        if "results" in data and str(data["results"]) != str(results_path):
+            note = f"note: 'results' ({data['results']}) is ignored here; rows go to {results_path}"
+        known = {k: v for k, v in data.items() if k != "results"}
+        return form_values(known, str(results_path)) + [error_md(check(data | {"results": str(results_path)})),
+                                                        note and f"*{escape(note)}*"]
+
+    def download_config(self, *values):
+        data = form_dict(list(values))
+        message = check(data)
+        if message:  # a file the CLI would reject is not handed out
+            return gr.update(visible=False), error_md(message)
+        path = self.ctx.export_file("config", ".json")
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        return gr.update(value=str(path), visible=True), ""
+
+    # ------------------------------------------------------------------ the run
+
+    def prepare_run(self, *values):
+        """Form -> JSON for the run endpoint (the same endpoint API clients call)."""
+        return (json.dumps(form_dict(list(values)), indent=2), gr.update(interactive=False),
+                progress_html(0, "Waiting for the benchmark queue", "one benchmark runs at a time; your place in "
+                              "the queue shows here until this run starts", "idle"))
+
+    def views(self, rows: list[dict], seconds: float | None = None, all_charts: bool = True) -> dict:
+        """Table and headline chart; the Results page's charts too when all_charts (a method finished)."""
+        out = {self.row_errors: errors_md(rows), self.table: results_table(rows),
+               self.live_chart: charts.tokens_per_s(pd.DataFrame(rows, columns=store.COLUMNS)),
+               **self.results.show_summary(rows, seconds)}
+        if all_charts:
+            out.update(self.results.show_charts(rows))
+        return out
+
+    def run_benchmark(self, config_text: str, request: gr.Request):
+        """Streams the runner's events: progress on every event, the table after every row, all charts
+        after every method (re-drawing every chart per row would take CPU from the benchmark)."""
+        results_path, lock = self.ctx.results_path, self.ctx.run_lock
+        try:
+            data = json.loads(config_text)
+        except json.JSONDecodeError as e:
+            problem = f"config is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+            yield {self.config_error: error_md(problem), self.run_btn: gr.update(interactive=True)}
+            return
+        if isinstance(data, dict):
+            data["results"] = str(results_path)  # rows always go where History and downloads look
+        try:
+            config = Config.from_dict(data)
+        except ConfigError as e:
+            yield {self.config_error: error_md(str(e)), self.run_btn: gr.update(interactive=True),
+                   self.progress: progress_html(0, "Not started", "fix the setting named above and press Run again",
+                                                "failed")}
+            return
+        session = (request.session_hash or "") if request else ""
+        stop = threading.Event()
+        if not lock.acquire(blocking=False):
+            yield {self.progress: progress_html(0, "Waiting", "another benchmark is running in this process")}
+            lock.acquire()
+        STOP_EVENTS[session] = stop
+        rows: list[dict] = []
+        total, started = total_rows(config), time.perf_counter()
+        try:
+            yield {self.config_error: "", self.row_errors: "",
+                   self.progress: progress_html(0, "Starting", f"{total} rows to measure"), **self.views([])}
+            for event in run(config, stop):
+                if isinstance(event, Progress):
+                    yield {self.progress: event_progress(event)}
+                elif isinstance(event, RowDone):
+                    rows.append(event.row)
+                    self.ctx.run_prompts[event.row["run_id"]] = list(config.prompts)
+                    yield {self.progress: progress_html(len(rows) / total, f"{len(rows)} of {total} rows done",
+                                                        f"finished {event.row['method']} [{event.row['setting']}]"),
+                           self.run_state: event.row["run_id"],
+                           **self.views(rows, all_charts=ends_method(config, len(rows)))}
+            seconds = time.perf_counter() - started
+            failed = sum(r["status"] != "ok" for r in rows)
+            yield {self.progress: progress_html(1, f"Done: {len(rows)} rows in {seconds:.0f} s" +
+                                                (f", {failed} failed" if failed else ""),
+                                                f"appended to {results_path}", "failed" if failed else "done"),
+                   self.run_btn: gr.update(interactive=True), **self.views(rows, seconds)}
+        except Stopped:
+            yield {self.progress: progress_html(len(rows) / max(total, 1), f"Stopped after {len(rows)} of {total} rows",
+                                                f"finished rows are kept in {results_path}", "stopped"),
+                   self.run_btn: gr.update(interactive=True), **self.views(rows, time.perf_counter() - started)}
+        except Exception as e:  # the app must stay usable whatever a run throws
+            problem = one_line(e)
+            yield {self.progress: progress_html(len(rows) / max(total, 1), "Run failed", problem, "failed"),
+                   self.row_errors: run_failed_md(problem, len(rows)), self.run_btn: gr.update(interactive=True)}
+        finally:
+            STOP_EVENTS.pop(session, None)
+            lock.release()
+
+    def stop_run(self, request: gr.Request):
+        event = STOP_EVENTS.get(request.session_hash or "")
+        if event is None:
+            return gr.skip()
+        event.set()
+        return progress_html(0.0, "Stopping…",
+                             "the run ends after the current generation step; finished rows are kept", "stopped")

@@ -1,0 +1,49 @@
+"""Samples: the texts each method generated for each prompt, side by side, read from outputs.jsonl."""
+from __future__ import annotations
+
+import gradio as gr
+
+from bench import store
+from bench.dashboard.context import UI_ONLY, Context
+from bench.dashboard.html import muted, samples_html
+
+
+class SamplesPage:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        with gr.Tab("Samples", id="samples", elem_id="samples-tab") as self.tab:
+            with gr.Row():
+                self.run = gr.Dropdown([], label="Run", elem_id="samples-run", scale=3)
+                self.completion = gr.Number(1, label="Completion of each prompt", precision=0, minimum=1,
+                                            elem_id="samples-completion", scale=1)
+            self.methods = gr.CheckboxGroup([], label="Methods side by side (none = all)", elem_id="samples-methods")
+            self.view = gr.HTML("", elem_id="samples-view")
+
+    def wire(self, run_state: gr.State) -> None:
+        """Redraw on any pick and on opening the tab; run_state is the Run page's latest run_id."""
+        outputs = [self.run, self.methods, self.view]
+        args = dict(fn=self.show, inputs=[self.run, self.methods, self.completion, run_state], outputs=outputs,
+                    **UI_ONLY)
+        for trigger in (self.run.input, self.methods.input, self.completion.input, self.tab.select):
+            trigger(**args)
+        # A new run of this session becomes the run shown here.
+        run_state.change(self.show_latest, [run_state, self.methods, self.completion], outputs, **UI_ONLY)
+
+    def show(self, run_id, methods, completion, current):
+        """The picked run (else this session's latest, else the newest on disk) and its method cards."""
+        records = store.load_outputs(self.ctx.results_path)
+        runs = list(dict.fromkeys(r.get("run_id") for r in reversed(records)))
+        run_id = run_id if run_id in runs else (current if current in runs else (runs[0] if runs else None))
+        in_run = [r for r in records if r.get("run_id") == run_id]
+        keys = list(dict.fromkeys(f"{r['method']} [{r['setting']}]" for r in in_run))
+        methods = [m for m in methods or [] if m in keys]
+        if run_id is None:
+            where = store.outputs_path(self.ctx.results_path)
+            return gr.update(choices=[], value=None), gr.update(choices=[], value=[]), \
+                muted(f"No generated texts yet in {where}.")
+        completion = max(int(completion or 1), 1) - 1  # the page counts from 1, outputs.jsonl from 0
+        body = samples_html(records, run_id, methods, completion, self.ctx.run_prompts.get(run_id))
+        return gr.update(choices=runs, value=run_id), gr.update(choices=keys, value=methods), body
+
+    def show_latest(self, current, methods, completion):
+        return self.show(current, methods, completion, current)
