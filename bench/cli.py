@@ -1,30 +1,57 @@
-"""Command line: `python app.py --preset tiny` runs headless; `python app.py` starts the dashboard."""
+"""Command line: `python app.py --preset tiny` runs headless; `python app.py` starts the dashboard.
+
+Every config key is a flag (`max_new_tokens` -> `--max-new-tokens`), made from the key's own help,
+type and limits in bench/config.py: adding a key adds its flag. Only `--preset`, `--config` and the
+dashboard's serving flags are written here.
+"""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import threading
+from dataclasses import fields
 
 from bench.config import Config, ConfigError, default_of, field_help, preset_names, preset_path, read_json
 
-# flag -> (config key, parser). Lists are comma separated.
-def comma(kind):
-    def convert(text):
-        return [kind(x.strip()) for x in text.split(",") if x.strip()]
-    convert.__name__ = f"a comma-separated list of {'integers' if kind is int else 'names'}"
-    return convert
+
+def flag_of(f) -> str:
+    return "--" + (f.metadata.get("flag") or f.name).replace("_", "-")
 
 
-OVERRIDES = {
-    "methods": ("methods", comma(str)), "model": ("model", str), "draft_model": ("draft_model", str),
-    "max_new_tokens": ("max_new_tokens", int), "results": ("results", str), "engine": ("engine", comma(str)),
-    "device": ("device", str), "dtype": ("dtype", str), "quantization": ("quantization", comma(str)),
-    "attention": ("attention", comma(str)), "batch_sizes": ("batch_sizes", comma(int)),
-    "repetitions": ("repetitions", int), "warmup": ("warmup", int), "seed": ("seed", int),
-    "prompt": ("prompts", None), "completions": ("completions_per_prompt", int),
-    "num_draft_tokens": ("num_draft_tokens", int),
-}
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    for f in fields(Config):
+        kind, help_text = f.metadata["kind"], f.metadata["help"]
+        dest = "cfg_" + f.name
+        if kind == "bool":
+            p.add_argument(flag_of(f), dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif f.name == "prompts":  # prompts hold commas, so each --prompt is one prompt
+            p.add_argument(flag_of(f), dest=dest, action="append", metavar="TEXT",
+                           help="a prompt (repeat for several); replaces the preset's")
+        else:
+            listed = "list" in kind
+            p.add_argument(flag_of(f), dest=dest, metavar="A,B" if listed else "VALUE",
+                           help=help_text + (" (comma-separated)" if listed else ""))
+
+
+def convert(f, text: str):
+    """A flag's text as the config value; Config checks kinds and limits afterwards, in its own words."""
+    kind = f.metadata["kind"]
+    element = kind.split("[")[-1].rstrip("]") if "list" in kind else kind
+    cast = {"int": int, "float": float}.get(element, str)
+    try:
+        if "list" in kind:
+            items = [cast(x.strip()) for x in text.split(",") if x.strip()]
+            single = kind.startswith(element + "|") and len(items) == 1 and "," not in text
+            return items[0] if single and element != "str" else items
+        if kind == "optstr":
+            return text or None
+        return cast(text)
+    except ValueError:
+        one, many = {"int": ("an integer", "integers"), "float": ("a number", "numbers")}[element]
+        expected = f"a comma-separated list of {many}" if kind.startswith("list") else one
+        if "|list" in kind:
+            expected = f"{one} or a comma-separated list of {many}"
+        raise ConfigError(f"flag {flag_of(f)} got {text!r}: expected {expected} (see config key '{f.name}' in --help)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,29 +59,13 @@ def parser() -> argparse.ArgumentParser:
                      for k, (h, allowed) in field_help().items())
     p = argparse.ArgumentParser(
         prog="app.py", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Compare LLM decoding methods (greedy, nucleus, beam search, batched, speculative, prompt lookup) "
-                    "on speed, latency and memory. With --preset or --config: a headless run; without: the dashboard.",
+        description="Compare LLM decoding methods on speed, latency and memory. With --preset or --config: "
+                    "a headless run; without: the dashboard. Every config key below is also a flag "
+                    "(max_new_tokens -> --max-new-tokens, lists comma-separated).",
         epilog=f"presets: {', '.join(preset_names())}\n\nconfig keys (presets and --config files use these):\n{keys}")
     p.add_argument("--preset", help="run a preset from presets/ headless")
     p.add_argument("--config", help="run a JSON config file headless (same keys as a preset)")
-    p.add_argument("--methods", help="comma-separated methods, e.g. standard,speculative")
-    p.add_argument("--model", help="target model id or folder")
-    p.add_argument("--draft-model", help="draft model id or folder ('' for none)")
-    p.add_argument("--max-new-tokens", help="new tokens per sequence")
-    p.add_argument("--results", help="CSV to append rows to (outputs.jsonl goes beside it)")
-    p.add_argument("--engine", help="hf, fast, or hf,fast to compare")
-    p.add_argument("--device", help="auto, cuda or cpu")
-    p.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
-    p.add_argument("--quantization", help="none, bnb-4bit, bnb-8bit (comma list sweeps)")
-    p.add_argument("--attention", help="eager, sdpa, flash_attention_2 (comma list sweeps)")
-    p.add_argument("--batch-sizes", help="comma-separated batch sizes for the batched method")
-    p.add_argument("--repetitions", help="measured repetitions per row")
-    p.add_argument("--warmup", help="warm-up calls per row")
-    p.add_argument("--seed", help="seed")
-    p.add_argument("--prompt", action="append", help="a prompt (repeat for several); replaces the preset's")
-    p.add_argument("--completions", help="completions per prompt")
-    p.add_argument("--num-draft-tokens", help="k for speculative decoding")
-    p.add_argument("--random-weights", action="store_true", default=None, help="random weights from the model config")
+    add_config_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="dashboard host (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="dashboard port (default 7860)")
     p.add_argument("--share", action="store_true", help="dashboard: public share link (needs --auth)")
@@ -63,25 +74,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_dict(args) -> dict:
+    """Preset, then --config file, then flags: later sources override single keys."""
     data: dict = {}
     if args.preset:
         data.update(read_json(preset_path(args.preset)))
     if args.config:
         data.update(read_json(args.config))
-    for flag, (key, convert) in OVERRIDES.items():
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        if key == "prompts":
-            data[key] = value
-            continue
-        try:
-            data[key] = convert(value)
-        except ValueError:
-            raise ConfigError(f"flag --{flag.replace('_', '-')} got {value!r}: expected {'an integer' if convert is int else convert.__name__} "
-                              f"(see config key '{key}' in --help)")
-    if args.random_weights:
-        data["random_weights"] = True
+    for f in fields(Config):
+        value = getattr(args, "cfg_" + f.name)
+        if value is not None:
+            data[f.name] = value if isinstance(value, (bool, list)) else convert(f, value)
     return data
 
 
@@ -89,7 +91,7 @@ def headless(config: Config) -> int:
     from tqdm import tqdm
 
     from bench.report import table
-    from bench.runner import Progress, RowDone, Stopped, run, total_rows
+    from bench.runner import Progress, RowDone, run, total_rows
 
     rows = []
     bar = tqdm(total=total_rows(config), unit="row", file=sys.stderr, dynamic_ncols=True)
@@ -114,11 +116,13 @@ def headless(config: Config) -> int:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
+        data = config_dict(args)
         if not args.preset and not args.config:
-            from bench.dashboard import launch_from_args
+            from bench.dashboard import launch
 
-            return launch_from_args(args)
-        config = Config.from_dict(config_dict(args))
+            return launch(data, results=data.pop("results", None), host=args.host, port=args.port,
+                          share=args.share, auth=args.auth)
+        config = Config.from_dict(data)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from bench.models import ATTENTIONS, DTYPES, QUANTIZATIONS
-from decoding.types import Settings
+from bench.variants import ATTENTIONS, DTYPES, QUANTIZATIONS
+from decoding import METHODS, Settings
+from decoding.method import with_options
+from decoding.types import option
+from engines import ENGINES
 
-METHOD_NAMES = ("standard", "nucleus", "beam_search", "batched", "speculative", "prompt_lookup")
-ENGINE_NAMES = ("hf", "fast")
+METHOD_NAMES = tuple(METHODS)
+ENGINE_NAMES = tuple(ENGINES)
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 DEFAULT_PROMPTS = [
     "Explain how speculative decoding speeds up language model inference.",
@@ -27,23 +30,20 @@ class ConfigError(ValueError):
     """Bad configuration; the message is one line that names the key and what is allowed."""
 
 
-def option(default, help: str, kind: str, choices=None, lo=None, hi=None):
-    """A config field that carries its own help, type and limits."""
-    factory = (lambda: list(default)) if isinstance(default, list) else None
-    meta = dict(help=help, kind=kind, choices=choices, lo=lo, hi=hi)
-    if factory:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+def choices_help(registry: dict) -> str:
+    return "; ".join(f"{name}: {spec.help}" for name, spec in registry.items())
 
 
 @dataclass
 class Config:
+    """One benchmark run's settings. The keys each method declares for itself are added below the class."""
+
     model: str = option("Qwen/Qwen3-4B", "target model: Hugging Face id, local folder, or tiny/target", "str")
     draft_model: str | None = option("Qwen/Qwen3-0.6B", "draft model for speculative decoding (same tokenizer as the target); null for none", "optstr")
-    methods: list = option(list(METHOD_NAMES), "decoding methods to run", "list[str]", choices=METHOD_NAMES)
-    engine: list = option(["hf"], "engine(s): hf (transformers generate) or fast (static cache, CUDA graphs); a list compares them", "str|list[str]", choices=ENGINE_NAMES)
-    prompts: list = option(DEFAULT_PROMPTS, "prompts, one string each", "list[str]")
-    completions_per_prompt: object = option(1, "completions per prompt: one integer, or a list with one count per prompt", "int|list[int]", lo=1, hi=1000)
+    methods: list = option(list(METHOD_NAMES), f"decoding methods to run ({choices_help(METHODS)})", "list[str]", choices=METHOD_NAMES)
+    engine: list = option(["hf"], f"engine(s); a list compares them ({choices_help(ENGINES)})", "str|list[str]", choices=ENGINE_NAMES)
+    prompts: list = option(DEFAULT_PROMPTS, "prompts, one string each", "list[str]", flag="prompt")
+    completions_per_prompt: object = option(1, "completions per prompt: one integer, or a list with one count per prompt", "int|list[int]", lo=1, hi=1000, flag="completions")
     prompt_length: int = option(0, "0 keeps prompts as written; N cuts or repeats each prompt to exactly N tokens", "int", lo=0, hi=131072)
     chat_template: bool = option(True, "apply the tokenizer's chat template when it has one (thinking off for Qwen3)", "bool")
     max_new_tokens: int = option(128, "new tokens per sequence", "int", lo=1, hi=32768)
@@ -96,11 +96,12 @@ class Config:
         if isinstance(self.completions_per_prompt, list) and len(self.completions_per_prompt) != len(self.prompts):
             raise ConfigError(f"config key 'completions_per_prompt' has {len(self.completions_per_prompt)} counts "
                               f"for {len(self.prompts)} prompts: give one count per prompt, or a single integer")
-        if "beam_search" in self.methods and self.num_return_sequences > self.num_beams:
-            raise ConfigError(f"config key 'num_return_sequences' ({self.num_return_sequences}) must be at most "
-                              f"num_beams ({self.num_beams})")
-        if "speculative" in self.methods and not self.draft_model:
-            raise ConfigError("config key 'draft_model' is needed by method 'speculative': set a draft model or drop the method")
+        for name in self.methods:
+            method = METHODS[name]
+            if method.check and (problem := method.check(self)):
+                raise ConfigError(problem)
+            if method.needs_draft and not self.draft_model:
+                raise ConfigError(f"config key 'draft_model' is needed by method '{name}': set a draft model or drop the method")
         if "flash_attention_2" in self.attention:
             from bench.models import flash_attn_available
 
@@ -109,38 +110,36 @@ class Config:
                                   "(pip install flash-attn --no-build-isolation, a CUDA source build); or use 'sdpa'")
         if not str(self.results).endswith(".csv"):
             raise ConfigError(f"config key 'results' must be a path ending in .csv, got '{self.results}'")
-        if "fast" in self.engine and self.warmup < 1:
-            raise ConfigError("config key 'warmup' must be at least 1 with engine 'fast': its first call compiles, "
-                              "and compile time never belongs in the figures")
+        for name in self.engine:
+            if ENGINES[name].compiles and self.warmup < 1:
+                raise ConfigError(f"config key 'warmup' must be at least 1 with engine '{name}': its first call compiles, "
+                                  "and compile time never belongs in the figures")
         if check_models:
             from bench.models import check_available
 
             check_writable(self.results)
             for key in ("model", "draft_model"):
                 mid = getattr(self, key)
-                if mid and "speculative" not in self.methods and key == "draft_model":
+                if mid and key == "draft_model" and not self.needs_draft():
                     continue
                 if mid and (why := check_available(mid, self.random_weights)):
                     raise ConfigError(f"config key '{key}': model '{mid}' cannot be found: {why}")
 
     def settings(self) -> Settings:
-        return Settings(
-            max_new_tokens=self.max_new_tokens, stop_at_eos=self.stop_at_eos, temperature=self.temperature,
-            top_p=self.top_p, top_k=self.top_k, num_beams=self.num_beams,
-            num_return_sequences=self.num_return_sequences, length_penalty=self.length_penalty,
-            early_stopping=self.early_stopping, batched_do_sample=self.batched_do_sample,
-            num_draft_tokens=self.num_draft_tokens, prompt_lookup_num_tokens=self.prompt_lookup_num_tokens,
-            seed=self.seed)
+        return Settings(**{f.name: getattr(self, f.name) for f in fields(Settings)})
 
     def completions(self) -> list[int]:
         c = self.completions_per_prompt
         return list(c) if isinstance(c, list) else [c] * len(self.prompts)
 
     def needs_draft(self) -> bool:
-        return "speculative" in self.methods
+        return any(METHODS[m].needs_draft for m in self.methods)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+Config = with_options(Config, METHODS.values())
 
 
 def check_writable(path: str) -> None:

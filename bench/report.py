@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from bench.runner import RANDOM_WEIGHTS_NOTE
+from bench.rows import RANDOM_WEIGHTS_NOTE
 
 COLUMNS = [  # (row key, header, format)
     ("method", "method", "{}"), ("setting", "setting", "{}"), ("engine", "engine", "{}"),

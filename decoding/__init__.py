@@ -1,16 +1,17 @@
-"""One function per decoding method, all with the signature (inputs, settings, engine, probe) -> Generation."""
-from decoding.batched import batched
-from decoding.beam_search import beam_search
-from decoding.nucleus import nucleus
-from decoding.prompt_lookup import prompt_lookup
-from decoding.speculative import speculative
-from decoding.standard import standard
+"""The methods axis: METHODS is the one list of decoding methods, in the order rows are measured.
 
-METHODS = {
-    "standard": standard,
-    "nucleus": nucleus,
-    "beam_search": beam_search,
-    "batched": batched,
-    "speculative": speculative,
-    "prompt_lookup": prompt_lookup,
-}
+Each file defines a function (inputs, settings, engine, probe) -> Generation and a `Method` spec
+around it; to add a method, write its file and add one line here.
+"""
+from decoding import batched, beam_search, nucleus, prompt_lookup, speculative, standard, typical
+from decoding import types
+from decoding.method import Method, with_options
+
+# standard first: every other row's speedup is relative to it, so it is measured before them.
+METHODS: dict[str, Method] = {m.METHOD.name: m.METHOD for m in (
+    standard, nucleus, beam_search, batched, speculative, prompt_lookup, typical,
+)}
+BASELINE = "standard"
+
+# The settings methods read: the shared ones plus the keys each method declares for itself.
+Settings = with_options(types.SharedSettings, METHODS.values())

@@ -1,22 +1,29 @@
-from decoding.nucleus import item_seed
+from decoding.method import Method, Point
+from decoding.nucleus import sampling
 from decoding.standard import length
-from decoding.types import Engine, Generation, Inputs, Probe, Request, Settings, UnsupportedSetting
+from decoding.types import Engine, Generation, Inputs, Probe, Request, SharedSettings
 
 
-def speculative(inputs: Inputs, settings: Settings, engine: Engine, probe: Probe, do_sample: bool = False) -> Generation:
+def speculative(inputs: Inputs, settings: SharedSettings, engine: Engine, probe: Probe, do_sample: bool = False) -> Generation:
     """The draft model proposes num_draft_tokens tokens, the target verifies them in one forward.
 
     Greedy is lossless (token-identical to standard); sampling keeps the target's distribution.
     """
-    if inputs.batch_size != 1:
-        raise UnsupportedSetting(
-            f"speculative decoding runs batch size 1 only (a transformers limit), got {inputs.batch_size}; "
-            "use 'batched' to measure batching")
-    sampling = {}
-    if do_sample:
-        sampling = dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
-                        top_k=settings.top_k, seed=item_seed(settings.seed, inputs))
+    extra = sampling(settings, inputs) if do_sample else {}
     return engine.generate(Request(
-        inputs.input_ids, inputs.attention_mask, **length(settings), **sampling,
+        inputs.input_ids, inputs.attention_mask, **length(settings), **extra,
         use_draft=True, num_draft_tokens=settings.num_draft_tokens,
     ), probe)
+
+
+def points(config, name: str) -> list[Point]:
+    return [Point(name, f"{mode},k={config.num_draft_tokens}", 1, mode == "sampling",
+                  call=dict(do_sample=mode == "sampling"),
+                  params=dict(num_draft_tokens=config.num_draft_tokens, draft_model=config.draft_model))
+            for mode in config.speculative_modes]
+
+
+METHOD = Method(
+    "speculative", "a draft model proposes k tokens, the target verifies them in one forward", "#10b981",
+    speculative, sweep=points, needs_draft=True, drafts=True,
+    batch_one="a transformers limit; use 'batched' to measure batching")

@@ -6,10 +6,11 @@ A method turns prompts (already tokenized, outside the timed region) and setting
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made, so config and --help never load it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,8 @@ class Inputs:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Generation settings shared by all methods; each method reads the ones it needs."""
+class SharedSettings:
+    """Generation settings shared by all methods; `decoding.Settings` adds the keys single methods declare."""
 
     max_new_tokens: int = 128
     stop_at_eos: bool = False  # False: min_new_tokens = max_new_tokens, the same length for every method
@@ -65,6 +66,9 @@ class Request:
     use_draft: bool = False  # speculative decoding with the draft model
     num_draft_tokens: int = 5  # k: tokens the draft proposes per target forward
     prompt_lookup_num_tokens: int = 0  # > 0: n-gram drafting from the prompt
+    # Logits-processor settings by their transformers name (e.g. typical_p) that only some engines apply;
+    # an engine that cannot apply one refuses the request instead of silently ignoring it.
+    logits_options: tuple[tuple[str, float], ...] = ()
 
 
 class Generation:
@@ -94,6 +98,8 @@ class Generation:
 
 def count_new_tokens(sequences: torch.Tensor, eos_token_ids) -> list[int]:
     """Tokens up to and including the first EOS; what follows it is padding and never counts."""
+    import torch
+
     if sequences.shape[1] == 0:
         return [0] * sequences.shape[0]
     is_eos = torch.isin(sequences, torch.tensor(list(eos_token_ids), device=sequences.device))
@@ -124,6 +130,20 @@ class Engine(Protocol):
     name: str
 
     def generate(self, request: Request, probe: Probe) -> Generation: ...
+
+
+def option(default, help: str, kind: str, choices=None, lo=None, hi=None, flag: str | None = None):
+    """A config field that carries its own help, type and limits; `flag` renames its CLI flag.
+
+    kind is one of str, optstr, int, float, bool, list[str], list[int], int|list[int], str|list[str]."""
+    factory = (lambda: list(default)) if isinstance(default, list) else None
+    meta = dict(help=help, kind=kind, choices=choices, lo=lo, hi=hi, flag=flag)
+    if factory:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+Settings = SharedSettings  # TEMPORARY alias while engines/fast is being split
 
 
 class UnsupportedSetting(ValueError):

@@ -1,16 +1,30 @@
-"""Engines turn a Request into a Generation. `hf` uses transformers' generate; `fast` runs our own
-static-cache loop (CUDA graphs on GPU)."""
+"""The engines axis: ENGINES is the one list of what turns a Request into a Generation.
 
-ENGINES = ("hf", "fast")
+An engine's module is imported only when the engine is made, so listing engines (config choices,
+--help) loads no torch. To add an engine, write its module and add one line here.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    help: str  # one line, for --help, the README and the dashboard
+    factory: str  # "module:Class", called with the loaded models
+    compiles: bool = False  # its first call compiles: a warm-up call is required, so compile time stays out
+
+
+ENGINES: dict[str, EngineSpec] = {e.name: e for e in (
+    EngineSpec("hf", "transformers generate, dynamic KV cache, eager", "engines.hf:HFEngine"),
+    EngineSpec("fast", "our static-KV-cache loop, CUDA graphs on a GPU", "engines.fast:FastEngine", compiles=True),
+)}
 
 
 def make_engine(name: str, models):
-    if name == "hf":
-        from engines.hf import HFEngine
-
-        return HFEngine(models)
-    if name == "fast":
-        from engines.fast import FastEngine
-
-        return FastEngine(models)
-    raise ValueError(f"unknown engine '{name}': use one of {', '.join(ENGINES)}")
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine '{name}': use one of {', '.join(ENGINES)}")
+    module, cls = ENGINES[name].factory.split(":")
+    return getattr(importlib.import_module(module), cls)(models)

@@ -85,6 +85,7 @@ class HFEngine:
             temperature=request.temperature if request.do_sample else None,
             top_p=request.top_p if request.do_sample else None,
             top_k=request.top_k if request.do_sample else None,
+            **dict(request.logits_options),
         )
         if request.do_sample:
             torch.manual_seed(request.seed)

@@ -10,7 +10,9 @@ class PeakMemory:
     """PyTorch's CUDA max-allocated and max-reserved over the call, in MiB (NaN on the CPU, where
     PyTorch keeps no such counter)."""
 
-    def __init__(self, device: torch.device):
+    columns = ("peak_allocated_mib", "peak_reserved_mib", "start_allocated_mib")
+
+    def __init__(self, device: torch.device, stop_event=None):
         self.device = device
         self.allocated_mib = self.reserved_mib = self.start_mib = float("nan")
 
@@ -25,6 +27,17 @@ class PeakMemory:
         if self.device.type == "cuda":
             self.allocated_mib = torch.cuda.max_memory_allocated(self.device) / MIB
             self.reserved_mib = torch.cuda.max_memory_reserved(self.device) / MIB
+
+
+    @staticmethod
+    def summarize(calls) -> dict:
+        """The largest figure of any measured call: memory has to fit the worst call, not the typical one."""
+        memories = [call.tracker(PeakMemory) for call in calls]
+        return {
+            "peak_allocated_mib": max(m.allocated_mib for m in memories),
+            "peak_reserved_mib": max(m.reserved_mib for m in memories),
+            "start_allocated_mib": max(m.start_mib for m in memories),
+        }
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -6,6 +6,8 @@ import time
 
 import torch
 
+from metrics.stats import median, percentile, stdev
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -20,6 +22,12 @@ class CallTimer:
             generation = method(inputs, settings, engine, t)
         t.latency_s, t.ttft_s
     """
+
+    columns = (
+        "latency_ms_median", "latency_ms_p90", "latency_ms_std", "ttft_ms_median", "ttft_ms_p90",
+        "tpot_ms_median", "tpot_ms_p90", "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_std",
+        "aggregate_tokens_per_s_median", "aggregate_tokens_per_s_std",
+    )
 
     def __init__(self, device: torch.device, stop_event: threading.Event | None = None):
         self.device = device
@@ -51,6 +59,29 @@ class CallTimer:
     @property
     def ttft_s(self) -> float:
         return float("nan") if self.first is None else self.first - self.start
+
+
+    @staticmethod
+    def summarize(calls) -> dict:
+        """Medians and spread over the measured calls (each with .generation and .tracker(CallTimer))."""
+        latencies, ttfts, tpots, per_seq, aggregate = [], [], [], [], []
+        for call in calls:
+            timer, new_tokens = call.tracker(CallTimer), call.generation.new_tokens
+            latencies.append(timer.latency_s)
+            ttfts.append(timer.ttft_s)
+            # Decode steps run as long as the longest sequence of the call.
+            tpots.append(time_per_output_token(timer.latency_s, timer.ttft_s, max(new_tokens)))
+            per_seq += [n / timer.latency_s for n in new_tokens]
+            aggregate.append(sum(new_tokens) / timer.latency_s)
+        ms = 1000.0
+        return {
+            "latency_ms_median": median(latencies) * ms, "latency_ms_p90": percentile(latencies, 90) * ms,
+            "latency_ms_std": stdev(latencies) * ms,
+            "ttft_ms_median": median(ttfts) * ms, "ttft_ms_p90": percentile(ttfts, 90) * ms,
+            "tpot_ms_median": median(tpots) * ms, "tpot_ms_p90": percentile(tpots, 90) * ms,
+            "tokens_per_s_per_sequence_median": median(per_seq), "tokens_per_s_per_sequence_std": stdev(per_seq),
+            "aggregate_tokens_per_s_median": median(aggregate), "aggregate_tokens_per_s_std": stdev(aggregate),
+        }
 
 
 def time_per_output_token(latency_s: float, ttft_s: float, new_tokens: int) -> float:

@@ -16,7 +16,8 @@ def test_tiny_preset_end_to_end(tmp_path):
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     df = pd.read_csv(csv_path)
-    assert set(df["method"]) == {"standard", "nucleus", "beam_search", "batched", "speculative", "prompt_lookup"}
+    assert set(df["method"]) == {"standard", "nucleus", "beam_search", "batched", "speculative", "prompt_lookup",
+                                 "typical"}
     assert (df["status"] == "ok").all()
     assert "tok/s/seq" in result.stdout and "agg tok/s" in result.stdout
     outputs = [json.loads(x) for x in (tmp_path / "outputs.jsonl").read_text().splitlines()]

@@ -5,7 +5,8 @@ import torch
 
 from conftest import greedy_tokens
 from decoding import METHODS
-from decoding.types import NullProbe, Settings, UnsupportedSetting
+from decoding import Settings
+from decoding.types import NullProbe, UnsupportedSetting
 from decoding.types import count_new_tokens
 from engines.hf import HFEngine
 

@@ -6,7 +6,8 @@ import torch
 
 from conftest import make_inputs
 from decoding import METHODS
-from decoding.types import NullProbe, Settings
+from decoding import Settings
+from decoding.types import NullProbe
 from engines.hf import HFEngine
 
 

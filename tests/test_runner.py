@@ -8,6 +8,7 @@ import torch
 import bench.runner
 from bench import store
 from bench.runner import run_all, total_rows
+from decoding import METHODS
 from conftest import tiny_config
 
 
@@ -15,7 +16,7 @@ def test_every_method_gives_an_ok_row_with_honest_figures(tmp_path):
     config = tiny_config(tmp_path, completions_per_prompt=[2, 1], batch_sizes=[1, 3],
                          speculative_modes=["greedy", "sampling"])
     rows = run_all(config)
-    assert len(rows) == total_rows(config) == 8
+    assert len(rows) == total_rows(config) == 9  # 7 methods; batched and speculative sweep two points each
     assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
     by = {(r["method"], r["setting"]): r for r in rows}
     std = by[("standard", "greedy")]
@@ -35,7 +36,7 @@ def test_every_method_gives_an_ok_row_with_honest_figures(tmp_path):
         assert r["torch_version"] == torch.__version__ and r["hostname"]
 
     df = store.load_rows(config.results)
-    assert len(df) == 8 and set(df["run_id"]) == {rows[0]["run_id"]}
+    assert len(df) == 9 and set(df["run_id"]) == {rows[0]["run_id"]}
     outputs = [json.loads(line) for line in (tmp_path / "outputs.jsonl").read_text().splitlines()]
     standard_texts = [o for o in outputs if o["method"] == "standard"]
     assert [(o["prompt_index"], o["completion_index"]) for o in standard_texts] == [(0, 0), (0, 1), (1, 0)]
@@ -48,7 +49,7 @@ def test_out_of_memory_is_a_row_and_the_run_goes_on(tmp_path, monkeypatch):
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setitem(bench.runner.METHODS, "nucleus", no_memory)
+    monkeypatch.setattr(METHODS["nucleus"], "generate", no_memory)
     rows = run_all(tiny_config(tmp_path, methods=["standard", "nucleus", "batched"]))
     assert [r["status"] for r in rows] == ["ok", "oom", "ok"]
     assert "out of memory" in rows[1]["error"]
@@ -108,13 +109,13 @@ def test_prompt_length_keeps_the_chat_template_whole(tmp_path, tiny_models):
 
 def test_warm_up_covers_the_longest_prompt_of_each_batch_size(tmp_path, monkeypatch):
     seen = []
-    original = bench.runner.METHODS["standard"]
+    original = METHODS["standard"].generate
 
     def spy(inputs, settings, engine, probe):
         seen.append(inputs.input_ids.shape[1])
         return original(inputs, settings, engine, probe)
 
-    monkeypatch.setitem(bench.runner.METHODS, "standard", spy)
+    monkeypatch.setattr(METHODS["standard"], "generate", spy)
     config = tiny_config(tmp_path, methods=["standard"], prompts=["Hi", "word " * 40], warmup=1, repetitions=1)
     run_all(config)
     assert seen[0] == max(seen)  # the one warm-up call ran the longest prompt

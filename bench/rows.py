@@ -1,0 +1,111 @@
+"""From measured calls to CSV rows: the columns, a row's settings, its figures, speedups and texts.
+
+A row is a plain dict keyed by COLUMNS. Its settings come from the config and the sweep point, its
+figures from the metrics (metrics/), its environment from bench/environment.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import metrics
+from decoding.method import Point
+from decoding.types import Generation, Inputs, UnsupportedSetting
+
+RANDOM_WEIGHTS_NOTE = "random weights: acceptance figures are meaningless"
+
+IDENTITY = ["run_id", "timestamp", "status", "error", "method", "setting", "engine"]
+SETTINGS = [
+    "model", "draft_model", "dtype", "quantization", "attention", "device", "random_weights",
+    "batch_size", "do_sample", "temperature", "top_p", "top_k", "num_beams", "num_return_sequences",
+    "num_draft_tokens", "max_new_tokens", "stop_at_eos", "num_prompts", "sequences", "warmup", "repetitions", "calls",
+]
+DERIVED = ["speedup_vs_standard", "throughput_vs_standard", "warmup_s", "compile_s", "notes"]
+ENVIRONMENT = [
+    "device_name", "device_memory_gib", "gpu_count", "torch_version", "transformers_version",
+    "bitsandbytes_version", "cuda_version", "python_version", "hostname",
+]
+COLUMNS = IDENTITY + SETTINGS + metrics.COLUMNS + DERIVED + ENVIRONMENT
+
+
+@dataclass
+class Call:
+    """One measured method call: its inputs, what the engine returned, and the trackers around it."""
+
+    unit: Inputs
+    generation: Generation
+    trackers: tuple
+
+    def tracker(self, kind: type):
+        return next(t for t in self.trackers if isinstance(t, kind))
+
+
+def base_row(config, run_id: str, point: Point, engine: str, quantization: str, attention: str, models) -> dict:
+    """Everything but the figures: what ran, where, and how it was measured."""
+    import torch
+
+    from bench.environment import environment
+
+    device = models.device if models else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sampling = point.do_sample
+    row = {c: float("nan") for c in COLUMNS}
+    row.update({
+        "run_id": run_id, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": "ok", "error": "", "method": point.method, "setting": point.setting, "engine": engine,
+        "model": config.model, "draft_model": "",
+        "dtype": str(models.dtype).replace("torch.", "") if models else config.dtype,
+        "quantization": quantization, "attention": attention, "device": device.type,
+        "random_weights": config.random_weights, "batch_size": point.batch_size, "do_sample": sampling,
+        "temperature": config.temperature if sampling else "", "top_p": config.top_p if sampling else "",
+        "top_k": config.top_k if sampling else "", "num_beams": 1, "num_return_sequences": 1, "num_draft_tokens": "",
+        "max_new_tokens": config.max_new_tokens, "stop_at_eos": config.stop_at_eos,
+        "num_prompts": len(config.prompts), "sequences": sum(config.completions()),
+        "warmup": config.warmup, "repetitions": config.repetitions, "notes": "",
+    })
+    row.update(point.params)
+    row.update(environment(device.type))
+    return row
+
+
+def figures(calls: list[Call], models) -> dict:
+    """The row's figures from its measured calls, and the notes the loader and engines left."""
+    out = {"status": "ok", "calls": len(calls), **metrics.summarize(calls)}
+    notes = set(models.notes)
+    for call in calls:
+        notes.update(call.generation.notes)
+    if models.random_weights and out["drafted_tokens"]:
+        notes.add(RANDOM_WEIGHTS_NOTE)
+    out["notes"] = "; ".join(sorted(notes))
+    return out
+
+
+def add_speedups(row: dict, baseline: dict | None) -> None:
+    """Per-sequence and aggregate tok/s relative to the baseline row of the same run, engine and variant."""
+    if row["status"] != "ok" or baseline is None:
+        row["speedup_vs_standard"] = row["throughput_vs_standard"] = float("nan")
+        return
+    row["speedup_vs_standard"] = row["tokens_per_s_per_sequence_median"] / baseline["tokens_per_s_per_sequence_median"]
+    row["throughput_vs_standard"] = row["aggregate_tokens_per_s_median"] / baseline["aggregate_tokens_per_s_median"]
+
+
+def output_records(row: dict, tokenizer, calls: list[Call]) -> list[dict]:
+    """Every sequence of these calls as text, decoded long after the clocks stopped."""
+    records = []
+    for call in calls:
+        gen, unit = call.generation, call.unit
+        per_input = gen.sequences.shape[0] // unit.batch_size
+        for i, (seq, n) in enumerate(zip(gen.sequences, gen.new_tokens)):
+            item = i // per_input
+            records.append({
+                **{k: row[k] for k in ("run_id", "method", "setting", "engine", "quantization", "attention")},
+                "prompt_index": unit.prompt_indices[item], "completion_index": unit.completion_indices[item],
+                "sequence_index": i % per_input,
+                "text": tokenizer.decode(seq[:n].tolist(), skip_special_tokens=True), "new_tokens": n,
+            })
+    return records
+
+
+def one_line(error) -> str:
+    text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) and not isinstance(
+        error, UnsupportedSetting) else str(error)
+    return " ".join(text.split())[:500]

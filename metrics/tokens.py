@@ -1,0 +1,14 @@
+"""Real tokens per sequence: prompt tokens without padding, new tokens up to and including EOS."""
+from __future__ import annotations
+
+
+class TokenCounts:
+    columns = ("prompt_tokens", "new_tokens")
+
+    @staticmethod
+    def summarize(calls) -> dict:
+        prompt, new = [], []
+        for call in calls:
+            prompt += call.unit.attention_mask.sum(dim=1).tolist()
+            new += call.generation.new_tokens
+        return {"prompt_tokens": sum(prompt) / len(prompt), "new_tokens": sum(new) / len(new)}

@@ -1,0 +1,44 @@
+"""What a scenario is handed for one engine on one loaded model variant, and what it reports back."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+
+class Stopped(Exception):
+    """The user asked to stop; finished rows are already stored."""
+
+
+@dataclass
+class Progress:
+    message: str
+    done_rows: int
+    total_rows: int
+    method: str = ""
+    setting: str = ""
+    repetition: int = 0
+    repetitions: int = 0
+
+
+@dataclass
+class Context:
+    """Shared by every point measured on one engine and one model variant."""
+
+    config: object  # bench.config.Config
+    run_id: str
+    models: object  # bench.models.LoadedModels
+    engine: object  # an engine from engines.make_engine
+    engine_name: str
+    prompts: list[list[int]]  # token ids of each prompt, tokenized before any clock starts
+    stop_event: threading.Event | None = None
+    done_rows: int = 0  # rows finished in the whole run, for progress
+    total_rows: int = 0
+
+    def progress(self, message: str, point=None, repetition: int = 0) -> Progress:
+        return Progress(message, self.done_rows, self.total_rows, getattr(point, "method", ""),
+                        getattr(point, "setting", ""), repetition, self.config.repetitions if repetition else 0)
+
+
+def check_stop(stop_event: threading.Event | None) -> None:
+    if stop_event is not None and stop_event.is_set():
+        raise Stopped()
