@@ -18,7 +18,7 @@ Every call: batch 1, a prompt of random token ids, a fixed output length (min_ne
 median is reported. Clocks are read after torch.cuda.synchronize().
 
 Columns of the results table (also written as CSV):
-  engine         hf: transformers `generate`, eager, dynamic KV cache; fast: engines/fast.py (static KV cache,
+  engine         hf: transformers `generate`, eager, dynamic KV cache; fast: engines/fast/ (static KV cache,
                  torch.compile mode="reduce-overhead", i.e. CUDA graphs, no host sync per token)
   method         standard (greedy), or speculative with the draft in the next column and k draft tokens per round;
                  "standard (unfused)": the fast engine over the model's own forward (--compare-unfused)

@@ -12,8 +12,9 @@ from scipy.stats import chi2  # noqa: E402
 
 from decoding import METHODS  # noqa: E402
 from decoding.types import Generation, NullProbe, Request, Settings, UnsupportedSetting  # noqa: E402
-from engines.fast import FastEngine, prompt_lookup_candidates  # noqa: E402
-from engines.fast_sampling import rejection_accept  # noqa: E402
+from engines.fast import FastEngine  # noqa: E402
+from engines.fast.loops import prompt_lookup_candidates  # noqa: E402
+from engines.fast.sampling import rejection_accept  # noqa: E402
 from decoding.types import count_new_tokens  # noqa: E402
 from engines.hf import HFEngine  # noqa: E402
 
@@ -384,7 +385,9 @@ def test_fused_forward_shares_the_weights_and_equals_the_models_own_forward(tiny
 def test_steps_trace_into_one_graph(tiny_models, fuse):
     """What CUDA compiles: dynamo must trace the decode step and the verify forward whole (fullgraph), and the
     traced step must advance the tokens exactly as the uncompiled one."""
-    from engines.fast import StaticKVCache, decode_step, make_forward, verify
+    from engines.fast.cache import StaticKVCache
+    from engines.fast.model import make_forward
+    from engines.fast.steps import decode_step, verify
 
     torch._dynamo.reset()
     engine = FastEngine(tiny_models, fuse=fuse)

@@ -1,14 +1,6 @@
-"""How the `fast` engine turns logits into tokens, on the device and without a host sync.
-
-Everything here is plain tensor code that `torch.compile` can trace into the decode step:
-
-- `Rules` holds one request's logits rules: EOS masking for min_new_tokens, temperature, top-k, top-p.
-- `next_token_probs` applies them in the order transformers' `generate` does, so greedy picks the same token
-  and sampling draws from the same (warped) distribution; `next_token` is its one-query form for decode steps.
-- `sample` draws one token per row with the exponential trick (gpt-fast's `multinomial_sample_one_no_sync`).
-- `rejection_accept` is the speculative-sampling rule of Leviathan et al. 2023 / Chen et al. 2023. It is a
-  small function with a fixed signature so a test (or a variant) can pass another rule in its place.
-"""
+"""How the `fast` engine turns logits into tokens: the request's logits rules, sampling and the speculative
+acceptance rule, as plain tensor code that traces into the compiled steps (no host sync).
+See docs/fast_engine.md ("Sampling")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,7 +51,7 @@ def mask_eos(logits: torch.Tensor, slots: torch.Tensor, rules: Rules) -> torch.T
     """transformers' MinNewTokensLengthLogitsProcessor: EOS logits are -inf until min_new_tokens tokens exist.
 
     logits (B, S, V) float32, slots (S,) the cache slot of each query."""
-    blocked = (slots < rules.eos_from_slot)[None, :, None] & rules.eos_mask
+    blocked = (slots < rules.eos_from_slot)[None, :, None] & rules.eos_mask  # (1, S, V)
     return logits.masked_fill(blocked, float("-inf"))
 
 
@@ -67,7 +59,7 @@ def warp(logits: torch.Tensor, rules: Rules) -> torch.Tensor:
     """Temperature, then top-k, then top-p: transformers' order and tie rules, on (..., V) float32 logits."""
     logits = logits / rules.temperature
     if rules.top_k:
-        kth = torch.topk(logits, min(rules.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        kth = torch.topk(logits, min(rules.top_k, logits.shape[-1]), dim=-1).values[..., -1:]  # (..., 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if rules.use_top_p:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=False)
@@ -96,7 +88,7 @@ def next_token(logits: torch.Tensor, slots: torch.Tensor, rules: Rules) -> tuple
 
     Greedy takes the argmax of the (EOS-masked) logits directly: no one-hot or softmax over the vocabulary, which
     at batch 1 are whole extra kernels per step for nothing (151,936 entries for Qwen3)."""
-    logits = mask_eos(logits[:, -1:], slots[-1:], rules)[:, -1]
+    logits = mask_eos(logits[:, -1:], slots[-1:], rules)[:, -1]  # (B, V)
     if not rules.do_sample:
         return logits.argmax(dim=-1), None
     probs = torch.softmax(warp(logits, rules), dim=-1)
@@ -130,15 +122,15 @@ def rejection_accept(drafts: torch.Tensor, q: torch.Tensor, p: torch.Tensor,
     Returns (n accepted (B,), next token (B,)).
     """
     B, k = drafts.shape
-    p_x = p[:, :k].gather(-1, drafts[..., None])[..., 0]
-    q_x = q.gather(-1, drafts[..., None])[..., 0]
+    p_x = p[:, :k].gather(-1, drafts[..., None])[..., 0]  # (B, k)
+    q_x = q.gather(-1, drafts[..., None])[..., 0]  # (B, k)
     u = torch.rand_like(p_x)  # in [0, 1): P(u * q < p) = min(1, p / q), and never accepts where p == 0
     offered = torch.arange(k, device=drafts.device) < n_real
     accepted = (u * q_x < p_x) & offered
-    n = accepted.long().cumprod(dim=-1).sum(dim=-1)  # length of the accepted prefix
+    n = accepted.long().cumprod(dim=-1).sum(dim=-1)  # (B,): length of the accepted prefix
     rows = torch.arange(B, device=drafts.device)
-    p_n = p[rows, n]
-    q_n = torch.cat([q, torch.zeros_like(q[:, :1])], dim=1)[rows, n]  # q past the last draft is 0
+    p_n = p[rows, n]  # (B, V)
+    q_n = torch.cat([q, torch.zeros_like(q[:, :1])], dim=1)[rows, n]  # (B, V); q past the last draft is 0
     rejected = (n < n_real)[:, None]  # a rejection, not the end of the offered drafts
     residual = torch.where(rejected, (p_n - q_n).clamp(min=0), p_n)
     # p == q at a rejected position cannot happen in exact arithmetic; guard against rounding leaving nothing.

@@ -1,0 +1,219 @@
+"""FastEngine: checks a request, keeps the compiled graphs and their warm-up apart from the timed run, and hands the
+request to a loop of loops.py. See docs/fast_engine.md."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import torch
+
+from decoding.types import Generation, Probe, Request, UnsupportedSetting
+from engines.fast.cache import StaticKVCache
+from engines.fast.loops import DraftCounts, Model, ModelDrafter, PromptLookupDrafter, decode, speculative_decode
+from engines.fast.model import check_model, is_quantized, make_forward, vocab_size
+from engines.fast.sampling import AcceptFn, Rules, make_rules, rejection_accept
+from engines.fast.steps import (Steps, compile_enabled, decode_step, fuse_enabled, tune_inductor, tuning_enabled,
+                                verify)
+
+CACHE_ROUND = 128  # cache lengths are rounded up so that similar requests share one compiled graph
+WARMUP_CALLS = 3  # compile + warm-up run, CUDA graph capture, first replay
+
+
+@functools.cache
+def compiled(fn):
+    """fn as CUDA graphs with static shapes. One wrapper per function for the whole process, shared by every engine:
+    dynamo keeps a graph per model, shape and variant under it, and a second wrapper would trace every model again."""
+    return torch.compile(fn, mode="reduce-overhead", dynamic=False)
+
+
+class FastEngine:
+    """FastEngine(models, accept_fn=rejection_accept, fuse=None).generate(request, probe) -> Generation.
+
+    Attributes: `compile_seconds` (compile + CUDA-graph capture so far; 0.0 on the CPU, where nothing is compiled),
+    `compile` (whether steps run compiled), `accept_fn` (the speculative acceptance rule, see sampling.py), `fuse`
+    (whether models of a supported layout run `FusedForward`; default: BENCH_FAST_FUSE, on)."""
+
+    name = "fast"
+
+    def __init__(self, models, accept_fn: AcceptFn = rejection_accept, fuse: bool | None = None):
+        self.models = models
+        self.accept_fn = accept_fn
+        self.fuse = fuse_enabled() if fuse is None else fuse
+        self.compile_seconds = 0.0  # reported apart from the run time
+        self.notes: list[str] = []
+        self.compile = models.device.type == "cuda" and compile_enabled()
+        if self.compile and any(is_quantized(m) for m in (models.target, models.draft) if m is not None):
+            self.compile = False
+            self.notes.append("fast engine: quantized weights, ran without torch.compile / CUDA graphs")
+        step_fn, verify_fn = decode_step, verify
+        if self.compile:
+            # Each model, batch size and sampling variant is its own graph; the default limit (8) is too low.
+            for name in ("recompile_limit", "cache_size_limit"):
+                if hasattr(torch._dynamo.config, name):
+                    setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
+            if tuning_enabled():
+                tune_inductor()
+            step_fn, verify_fn = compiled(decode_step), compiled(verify)  # a step is then one CUDA-graph replay
+        n_real = torch.zeros((), dtype=torch.long, device=models.device)
+        torch._dynamo.mark_static_address(n_real)
+        self.steps = Steps(step_fn, verify_fn, accept_fn, n_real, graphs=self.compile)
+        self._caches: dict[tuple, StaticKVCache] = {}
+        self._forwards: dict[int, object] = {}
+        self._warm: set[tuple] = set()
+        self._rules_buffers: Rules | None = None  # one set of rule tensors, refilled per request (see _rules)
+
+    def generate(self, request: Request, probe: Probe) -> Generation:
+        self._check(request)
+        m = self.models
+        with torch.no_grad():
+            if request.max_new_tokens <= 0:
+                sequences = request.input_ids.new_full((request.input_ids.shape[0], 0), m.pad_token_id)
+                counts = DraftCounts()
+            elif request.use_draft or request.prompt_lookup_num_tokens > 0:
+                sequences, counts = self._speculative(request, probe)
+            else:
+                sequences, counts = self._decode(request, probe), DraftCounts()
+        sequences = pad_after_eos(sequences, m.eos_token_ids, m.pad_token_id)
+        generation = Generation(sequences, m.eos_token_ids, counts.drafted, counts.accepted, counts.rounds, self.name,
+                                self.notes)
+        if request.min_new_tokens < request.max_new_tokens and sequences.shape[1]:
+            # EOS may end the run: like generate, the output is as long as the longest row (steps after the last
+            # row's EOS were only run because EOS is checked every few steps). With a fixed length nothing is
+            # counted here, so the call ends without reading the device.
+            generation.sequences = sequences[:, :max(generation.new_tokens)]
+        return generation
+
+    # -- dispatch: set up and warm up, then run a loop -------------------------------------------------------------
+
+    def _decode(self, req: Request, probe: Probe) -> torch.Tensor:
+        m = self.models
+        B, L = req.input_ids.shape
+        rules = self._rules(req, L)
+        target = self._model("target", m.target, B, L + req.max_new_tokens + 1)
+        target.cache.begin_request(req.attention_mask)
+        self._warm_up_step(target, rules, False)
+        eos = torch.tensor(list(m.eos_token_ids), device=m.device)  # (E,)
+        return decode(target, req, probe, rules, eos)
+
+    def _speculative(self, req: Request, probe: Probe) -> tuple[torch.Tensor, DraftCounts]:
+        m = self.models
+        L = req.input_ids.shape[1]
+        k = req.num_draft_tokens if req.use_draft else req.prompt_lookup_num_tokens
+        if k < 1:
+            raise UnsupportedSetting(f"speculative decoding needs at least one draft token per round, got {k}")
+        rules = self._rules(req, L)
+        need = L + req.max_new_tokens + k + 1  # a round may write k + 1 slots past the last kept token
+        target = self._model("target", m.target, 1, need)
+        draft = self._model("draft", m.draft, 1, need) if req.use_draft else None
+        target.cache.begin_request(req.attention_mask)
+        if draft is not None:
+            draft.cache.begin_request(req.attention_mask)
+        self._warm_up_speculative(target, draft, k, rules)
+        eos_ids = set(m.eos_token_ids)
+        if draft is not None:
+            drafter = ModelDrafter(draft, k, rules)
+        else:
+            drafter = PromptLookupDrafter(req, k, eos_ids, m.pad_token_id, m.device)
+        return speculative_decode(target, drafter, req, probe, rules, eos_ids)
+
+    # -- compiled graphs: warmed up before the request's prefill, timed into compile_seconds -----------------------
+
+    def _warm_up_step(self, model: Model, rules: Rules, want_probs: bool) -> None:
+        key = ("step", id(model.forward), model.cache.serial, rules.signature, want_probs)
+        self._warm_up(key, self.steps.decode, model.forward, model.cache, rules, want_probs)
+
+    def _warm_up_speculative(self, target: Model, draft: Model | None, k: int, rules: Rules) -> None:
+        m = self.models
+        if not self.compile:
+            return
+        q_is_none = draft is None or not rules.do_sample  # deterministic drafts: verify builds one-hot q itself
+        zeros = torch.zeros(1, k + 1, dtype=torch.long, device=m.device)  # (1, k+1)
+        q = None if q_is_none else torch.zeros(1, k, vocab_size(m.target), device=m.device)  # (1, k, V)
+        self._warm_up_step(target, rules, False)
+        self._warm_up(("verify", id(target.forward), target.cache.serial, k, rules.signature, q_is_none,
+                       self.accept_fn), self.steps.verify, target.forward, target.cache, zeros, q, self.steps.n_real,
+                      rules, self.accept_fn)
+        if draft is not None:
+            for want in {False, rules.do_sample}:  # the drafts' steps return their distributions when sampling
+                self._warm_up_step(draft, rules, want)
+
+    def _warm_up(self, key: tuple, fn, *args) -> None:
+        """Compile and capture a graph, timed into compile_seconds. The scratch calls run from slot 0
+        (begin_request came first; decode steps advance pos, the prefill resets it), so they write only slots that
+        the prefill and the steps overwrite before anything reads them."""
+        if not self.compile or key in self._warm:
+            return
+        torch.cuda.synchronize(self.models.device)
+        start = time.perf_counter()
+        for _ in range(WARMUP_CALLS):
+            self.steps.run(fn, *args)
+        torch.cuda.synchronize(self.models.device)
+        self.compile_seconds += time.perf_counter() - start
+        self._warm.add(key)
+
+    # -- state kept across requests, so that compiled graphs and their buffer addresses are reused -----------------
+
+    def _model(self, role: str, model, batch: int, length: int) -> Model:
+        return Model(self._forward(model), self._cache(role, model, batch, length), self.steps)
+
+    def _forward(self, model):
+        """The forward a model runs (FusedForward where its layout allows, else its own), one per engine and model."""
+        fwd = self._forwards.get(id(model))
+        if fwd is None or (fwd.fused and not fwd._valid()):
+            fwd = self._forwards[id(model)] = make_forward(model, self.fuse)
+        return fwd
+
+    def _cache(self, role: str, model, batch: int, length: int) -> StaticKVCache:
+        """One cache per role (target, draft: the draft may be the target model itself) and batch size, grown
+        (rounded up) only when a request needs more room."""
+        key = (role, id(model), batch)
+        cache = self._caches.get(key)
+        if cache is None or cache.max_len < length:
+            cache = StaticKVCache(model, batch, -(-length // CACHE_ROUND) * CACHE_ROUND)
+            self._caches[key] = cache
+        return cache
+
+    def _rules(self, req: Request, prompt_len: int) -> Rules:
+        """The request's rules, in the same tensors every time: compiled steps read them in place (static
+        addresses) instead of having CUDA graphs copy four fresh inputs in at every replay."""
+        m = self.models
+        fresh = make_rules(do_sample=req.do_sample, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
+                           eos_token_ids=m.eos_token_ids, vocab_size=vocab_size(m.target), prompt_len=prompt_len,
+                           min_new_tokens=req.min_new_tokens, device=m.device)
+        tensors = ("temperature", "top_p_cut", "eos_mask", "eos_from_slot")
+        if self._rules_buffers is None:
+            self._rules_buffers = fresh
+            for name in tensors:
+                torch._dynamo.mark_static_address(getattr(fresh, name))
+        else:
+            for name in tensors:
+                getattr(self._rules_buffers, name).copy_(getattr(fresh, name))
+        return dataclasses.replace(fresh, **{name: getattr(self._rules_buffers, name) for name in tensors})
+
+    def _check(self, req: Request) -> None:
+        m = self.models
+        check_model(m.target)
+        if req.use_draft and m.draft is not None:
+            check_model(m.draft)
+        if req.num_beams > 1:
+            raise UnsupportedSetting("beam search runs on the hf engine only: set engine 'hf' for beam_search")
+        if req.num_return_sequences != 1:
+            raise UnsupportedSetting("the fast engine returns one sequence per prompt: use engine 'hf' for "
+                                     "num_return_sequences > 1")
+        if req.use_draft and req.prompt_lookup_num_tokens > 0:
+            raise UnsupportedSetting("choose one drafting method: a draft model or prompt lookup, not both")
+        if req.use_draft and m.draft is None:
+            raise UnsupportedSetting("speculative decoding needs a draft model: set draft_model")
+        if (req.use_draft or req.prompt_lookup_num_tokens > 0) and req.input_ids.shape[0] != 1:
+            raise UnsupportedSetting("speculative decoding and prompt lookup on the fast engine run batch size 1 "
+                                     f"only, got {req.input_ids.shape[0]}; use 'batched' to measure batching")
+
+
+def pad_after_eos(sequences: torch.Tensor, eos_token_ids, pad_token_id: int) -> torch.Tensor:
+    """What `generate` emits once a row has finished: pad tokens after its first EOS."""
+    if sequences.shape[1] == 0:
+        return sequences
+    is_eos = torch.isin(sequences, torch.tensor(list(eos_token_ids), device=sequences.device)).long()  # (B, T)
+    after = (is_eos.cumsum(dim=1) - is_eos) > 0
+    return sequences.masked_fill(after, pad_token_id)

@@ -1,0 +1,247 @@
+"""The decode loops of the `fast` engine, top to bottom: prefill, one token, n tokens, speculative rounds. They drive
+model-and-cache pairs (`Model`) and drafters (`Drafter`); engine.py compiles and warms up the steps before they run.
+See docs/fast_engine.md."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from decoding.types import Probe, Request
+from engines.fast.cache import StaticKVCache
+from engines.fast.model import Forward
+from engines.fast.sampling import Rules, next_token
+from engines.fast.steps import Steps, forward, prefill_positions
+
+CHECK_EVERY = 8  # decode steps between polls of the probe and, when EOS may end the run, EOS checks (host syncs)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model-and-cache pair: the forward that runs one model, the static cache it reads and writes, and the
+    engine's steps (compiled or plain) that drive the two."""
+
+    forward: Forward
+    cache: StaticKVCache
+    steps: Steps
+
+    @property
+    def device(self) -> torch.device:
+        return self.cache.pos.device
+
+
+def prefill(model: Model, req: Request, rules: Rules) -> torch.Tensor:
+    """The prompt in one eager forward from slot 0 (its shape changes per request, so it is not compiled); returns
+    the first new token of each row (B,)."""
+    model.cache.pos.fill_(0)  # the warm-up steps moved it
+    logits, slots = forward(model.forward, model.cache, req.input_ids, prefill_positions(req.attention_mask),
+                            last_only=True)  # (B, 1, V)
+    return next_token(logits, slots, rules)[0]
+
+
+def decode_one_token(model: Model, rules: Rules, want_probs: bool = False):
+    """One step of every row on the device: the token at slot pos goes in, its successor lands at pos + 1, pos
+    advances. Returns the distribution (B, V) the successor was drawn from when want_probs, else None."""
+    return model.steps.run(model.steps.decode, model.forward, model.cache, rules, want_probs)
+
+
+def decode_n_tokens(model: Model, req: Request, probe: Probe, rules: Rules, eos: torch.Tensor) -> torch.Tensor:
+    """Steps until max_new_tokens exist after the prefill's token (slot L + i holds new token i), the probe says
+    stop, or every row has emitted EOS (eos: (E,) ids). Returns the new tokens (B, n).
+
+    The host only replays the step: it reads the device every CHECK_EVERY steps, and then only to poll the probe
+    and, when EOS may end the run, to look for it."""
+    L = req.input_ids.shape[1]
+    tokens = model.cache.tokens  # (B, max_len)
+    may_stop = req.min_new_tokens < req.max_new_tokens
+    n = 1
+    while n < req.max_new_tokens:
+        if n % CHECK_EVERY == 0:
+            if probe.should_stop():
+                break
+            if may_stop and n > req.min_new_tokens and torch.isin(tokens[:, L:L + n], eos).any(dim=1).all().item():
+                break
+        decode_one_token(model, rules)
+        n += 1
+    return tokens[:, L:L + n].clone()
+
+
+def decode(model: Model, req: Request, probe: Probe, rules: Rules, eos: torch.Tensor) -> torch.Tensor:
+    """Standard, nucleus and batched decoding: prefill, then one step per token. Returns the new tokens (B, n)."""
+    L = req.input_ids.shape[1]
+    torch.manual_seed(req.seed)
+    first = prefill(model, req, rules)  # (B,)
+    model.cache.tokens[:, L] = first
+    model.cache.pos.fill_(L)  # the slot of the token the first step feeds
+    mark_first_token(probe, model)
+    return decode_n_tokens(model, req, probe, rules, eos)
+
+
+def mark_first_token(probe: Probe, model: Model) -> None:
+    """Tell the probe once the prefill's token exists: TTFT ends here."""
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)  # the one sync: the first token really exists now
+    probe.first_token()
+
+
+# -- speculative decoding -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One round's proposal. Always k tokens wide, so one verify graph serves every round; the first `offered`
+    are real, the rest is padding that verify never accepts."""
+
+    tokens: torch.Tensor  # (1, k)
+    probs: torch.Tensor | None  # (1, k, V) the distributions they were drawn from; None: deterministic (one-hot)
+    offered: int
+
+
+class Drafter:
+    """Proposes up to k tokens per round for the target to verify in one forward."""
+
+    k: int
+
+    def start(self, req: Request) -> None:
+        """Called once after the target's prefill."""
+
+    def propose(self, new: list[int], token: torch.Tensor, pos: int, room: int) -> Draft | None:
+        """Up to `room` drafts to follow `token` (1, 1), the last accepted token at slot `pos`; `new` is every token
+        generated so far. None: nothing worth verifying (the round becomes an ordinary target step)."""
+        raise NotImplementedError
+
+    def verified(self, n_accepted: int, pos: int) -> None:
+        """Told how many drafts of the round from slot `pos` the target accepted."""
+
+
+class ModelDrafter(Drafter):
+    """Drafts with a draft model's compiled decode step, k steps per round."""
+
+    def __init__(self, model: Model, k: int, rules: Rules):
+        self.model, self.k, self.rules = model, k, rules
+
+    def start(self, req: Request) -> None:
+        prefill(self.model, req, self.rules)
+
+    def propose(self, new, token, pos, room) -> Draft:
+        cache, sampling = self.model.cache, self.rules.do_sample
+        cache.tokens[:, pos:pos + 1] = token
+        cache.pos.fill_(pos)
+        # Always k steps, even when fewer are offered: a cropped round reuses the graphs of a full one.
+        probs = [decode_one_token(self.model, self.rules, sampling) for _ in range(self.k)]
+        q = torch.stack(probs, dim=1) if sampling else None  # (1, k, V); greedy drafts are one-hot
+        return Draft(cache.tokens[:, pos + 1:pos + 1 + self.k].clone(), q, room)
+
+    def verified(self, n_accepted, pos) -> None:
+        if n_accepted == self.k:
+            # The draft model never ran its own last draft (already at slot pos + k of its token buffer), and the
+            # next round starts after it: feed it now. Rejected drafts need nothing: the next round's pos overwrites.
+            self.model.cache.pos.fill_(pos + self.k)
+            decode_one_token(self.model, self.rules)
+
+
+class PromptLookupDrafter(Drafter):
+    """Drafts by copying from the prompt and the output (transformers' prompt lookup), on the host."""
+
+    def __init__(self, req: Request, k: int, eos_ids: set[int], pad_token_id: int, device: torch.device):
+        self.k, self.eos_ids, self.pad_token_id, self.device = k, eos_ids, pad_token_id, device
+        self.prompt = [t for t, keep in zip(req.input_ids[0].tolist(), req.attention_mask[0].tolist()) if keep]
+
+    def propose(self, new, token, pos, room) -> Draft | None:
+        candidates = prompt_lookup_candidates(self.prompt + new, room, self.eos_ids)
+        if not candidates:
+            return None
+        padded = candidates + [self.pad_token_id] * (self.k - len(candidates))
+        return Draft(torch.tensor([padded], device=self.device), None, len(candidates))  # (1, k)
+
+
+def prompt_lookup_candidates(tokens: list[int], num_tokens: int, eos_token_ids, max_ngram: int = 2) -> list[int]:
+    """transformers' PromptLookupCandidateGenerator: the continuation of the earliest earlier occurrence of the last
+    n-gram (n = max_ngram down to 1), at most num_tokens long, cut before any EOS."""
+    length = len(tokens)
+    for n in range(min(max_ngram, length - 1), 0, -1):
+        tail = tokens[-n:]
+        for start in range(length - n):
+            if tokens[start:start + n] == tail and start + n < length:
+                chosen = tokens[start + n:min(start + n + num_tokens, length)]
+                for i, t in enumerate(chosen):
+                    if t in eos_token_ids:
+                        chosen = chosen[:i]
+                        break
+                return chosen
+    return []
+
+
+class DraftCounts(NamedTuple):
+    drafted: int = 0  # draft tokens offered to the target
+    accepted: int = 0
+    rounds: int = 0  # target forwards: verify rounds, and plain steps where nothing was drafted
+
+
+def decode_from(model: Model, token: torch.Tensor, pos: int, rules: Rules) -> torch.Tensor:
+    """Place `token` (1, 1) at slot `pos` and run one step; returns the next token (1, 1)."""
+    model.cache.tokens[:, pos:pos + 1] = token
+    model.cache.pos.fill_(pos)
+    decode_one_token(model, rules)
+    return model.cache.tokens[:, pos + 1:pos + 2].clone()
+
+
+def verify_drafts(target: Model, token: torch.Tensor, pos: int, draft: Draft, rules: Rules):
+    """Verify [token, drafts] in one target forward from slot `pos`. Returns how many drafts were accepted, the
+    round's new tokens (the accepted drafts, then the target's own), and that last token on the device (1,).
+
+    A rejected draft is rolled back by not moving past it: the next round starts at the slot after the last
+    accepted token, so its keys/values are masked (later slots) and then overwritten."""
+    steps = target.steps
+    target.cache.pos.fill_(pos)
+    steps.n_real.fill_(draft.offered)
+    tokens = torch.cat([token, draft.tokens], dim=1)  # (1, k+1)
+    n_acc, nxt = steps.run(steps.verify, target.forward, target.cache, tokens, draft.probs, steps.n_real, rules,
+                           steps.accept_fn)  # (1,), (1,)
+    n_acc, nxt_id, *draft_ids = torch.cat([n_acc, nxt, draft.tokens[0]]).tolist()  # the round's one host sync
+    return n_acc, draft_ids[:n_acc] + [nxt_id], nxt
+
+
+def speculative_decode(target: Model, drafter: Drafter, req: Request, probe: Probe, rules: Rules,
+                       eos_ids: set[int]) -> tuple[torch.Tensor, DraftCounts]:
+    """Speculative decoding and prompt lookup (batch 1): each round the drafter proposes up to k tokens, the target
+    verifies them in one forward, and the accepted prefix plus the target's own next token are kept. One host
+    sync per round, to learn how many were accepted. Returns the new tokens (1, n) and the draft counts."""
+    L = req.input_ids.shape[1]
+    torch.manual_seed(req.seed)
+    token = prefill(target, req, rules)  # (1,)
+    drafter.start(req)
+    mark_first_token(probe, target)
+    new = [int(token.item())]
+    may_stop = req.min_new_tokens < req.max_new_tokens
+    drafted = accepted = rounds = 0
+    token = token.view(1, 1)
+    while len(new) < req.max_new_tokens:
+        if probe.should_stop() or (may_stop and new[-1] in eos_ids):
+            break
+        pos = L + len(new) - 1  # slot of `token`, the last accepted token, not yet in the caches
+        room = min(drafter.k, req.max_new_tokens - len(new) - 1)  # never produce more than max_new_tokens
+        draft = drafter.propose(new, token, pos, room) if room > 0 else None
+        if draft is None:  # nothing to verify: an ordinary target step
+            nxt = decode_from(target, token, pos, rules)  # (1, 1)
+            produced = [int(nxt.item())]
+            rounds += 1  # a target forward too, as transformers counts it: tokens per forward stay comparable
+        else:
+            n_acc, produced, nxt = verify_drafts(target, token, pos, draft, rules)
+            drafter.verified(n_acc, pos)
+            drafted, accepted, rounds = drafted + draft.offered, accepted + n_acc, rounds + 1
+        if may_stop:
+            produced = cut_at_eos(produced, eos_ids, req.min_new_tokens - len(new))
+        new += produced
+        token = nxt.view(1, 1)
+    sequences = torch.tensor([new[:req.max_new_tokens]], dtype=torch.long, device=target.device)  # (1, n)
+    return sequences, DraftCounts(drafted, accepted, rounds)
+
+
+def cut_at_eos(tokens: list[int], eos_ids: set[int], allowed_from: int) -> list[int]:
+    """Keep tokens up to and including the first EOS at index >= allowed_from (earlier ones were masked anyway)."""
+    for i, t in enumerate(tokens):
+        if t in eos_ids and i >= allowed_from:
+            return tokens[:i + 1]
+    return tokens
