@@ -21,6 +21,7 @@ class Point:
     batch_size: int = 1
     do_sample: bool = False
     call: dict = field(default_factory=dict, compare=False)  # keyword arguments of the method call
+    overrides: dict = field(default_factory=dict, compare=False)  # Settings this point sweeps, e.g. num_draft_tokens
     params: dict = field(default_factory=dict, compare=False)  # CSV row parameters that differ from a plain call
 
 

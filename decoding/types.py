@@ -143,8 +143,5 @@ def option(default, help: str, kind: str, choices=None, lo=None, hi=None, flag: 
     return field(default=default, metadata=meta)
 
 
-Settings = SharedSettings  # TEMPORARY alias while engines/fast is being split
-
-
 class UnsupportedSetting(ValueError):
     """A method or engine cannot run this setting; the message says why and what to do instead."""

@@ -2,6 +2,7 @@
 workload (prompts x completions, cut into batches), every call wrapped in the metric trackers."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import ExitStack
 
@@ -55,7 +56,7 @@ def measure(ctx: Context, point, row: dict):
         row.update(status="error", error=f"{point.method} runs on the {' or '.join(method.engines)} engine only: "
                                          f"set engine {method.engines[0]!r} for {point.method}")
         return []
-    settings = config.settings()
+    settings = dataclasses.replace(config.settings(), **point.overrides)
     units = work_units(ctx, point.batch_size)
     calls: list[Call] = []
     try:

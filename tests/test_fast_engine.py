@@ -11,7 +11,8 @@ import torch  # noqa: E402
 from scipy.stats import chi2  # noqa: E402
 
 from decoding import METHODS  # noqa: E402
-from decoding.types import Generation, NullProbe, Request, Settings, UnsupportedSetting  # noqa: E402
+from decoding import Settings  # noqa: E402
+from decoding.types import Generation, NullProbe, Request, UnsupportedSetting  # noqa: E402
 from engines.fast import FastEngine  # noqa: E402
 from engines.fast.loops import prompt_lookup_candidates  # noqa: E402
 from engines.fast.sampling import rejection_accept  # noqa: E402
@@ -410,3 +411,11 @@ def test_steps_trace_into_one_graph(tiny_models, fuse):
         ref = verify(fwd, caches[0], drafts, None, n_real, rules, rejection_accept)
         out = compiled(fwd, caches[1], drafts, None, n_real, rules, rejection_accept)
     assert all(torch.equal(a, b) for a, b in zip(ref, out))
+
+
+def test_fast_refuses_logits_options_it_cannot_apply(tiny_models, inputs):
+    x = inputs([0])
+    request = Request(x.input_ids, x.attention_mask, max_new_tokens=4, min_new_tokens=4, do_sample=True,
+                      logits_options=(("typical_p", 0.5),))
+    with pytest.raises(UnsupportedSetting, match="typical_p"):
+        FastEngine(tiny_models).generate(request, NullProbe())

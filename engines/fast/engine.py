@@ -198,6 +198,10 @@ class FastEngine:
             check_model(m.draft)
         if req.num_beams > 1:
             raise UnsupportedSetting("beam search runs on the hf engine only: set engine 'hf' for beam_search")
+        if req.logits_options:
+            names = ", ".join(name for name, _ in req.logits_options)
+            raise UnsupportedSetting(f"the fast engine samples with temperature, top-p and top-k only, not {names}: "
+                                     "use engine 'hf'")
         if req.num_return_sequences != 1:
             raise UnsupportedSetting("the fast engine returns one sequence per prompt: use engine 'hf' for "
                                      "num_return_sequences > 1")
