@@ -208,3 +208,26 @@ def load_models(model_id: str, draft_id: str | None, *, device: str = "auto", dt
     pad = pad if isinstance(pad, int) else tokenizer.pad_token_id
     notes = tuple(n for n in (note,) if n)
     return LoadedModels(target, tokenizer, draft, dev, torch_dtype, pad, eos, random_weights, notes)
+
+
+def check_context(model_id: str, random_weights: bool, prompt_tokens_max: int | None, max_new_tokens: int) -> str | None:
+    """A one-line message when the new tokens (plus the longest prompt, when known) do not fit the
+    model's context, else None. Reads config.json only, so it runs before any weights load; a model
+    that cannot be found is left to check_available, which says why."""
+    if check_available(model_id, random_weights):
+        return None
+    try:
+        config = load_config(model_id)
+    except Exception:  # unreadable config: loading the model reports it properly later
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    context = getattr(text, "max_position_embeddings", None)
+    if not isinstance(context, int) or context <= 0:
+        return None
+    prompt = prompt_tokens_max or 0
+    if max_new_tokens + prompt <= context:
+        return None
+    plus = f" plus a prompt of up to {prompt_tokens_max} tokens" if prompt_tokens_max else ""
+    fix = "lower max_new_tokens or prompt_length" if prompt_tokens_max else "lower max_new_tokens"
+    return (f"config key 'max_new_tokens': {max_new_tokens} new tokens{plus} exceed {model_id}'s context of "
+            f"{context} tokens (max_position_embeddings); {fix}")

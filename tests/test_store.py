@@ -68,3 +68,21 @@ def test_ragged_old_row_does_not_break_an_append(tmp_path):
     path.write_text("run_id,method,status\nold,standard,ok,extra-field\n")
     store.append_row(path, sample_row(1))
     assert store.load_rows(path)["run_id"].tolist() == ["old", "run1"]
+
+
+def test_carriage_return_stays_inside_its_cell(tmp_path):
+    path = tmp_path / "runs.csv"
+    row = sample_row(0)
+    row["error"] = "first\rsecond"
+    store.append_row(path, row)
+    store.append_row(path, sample_row(1))
+    df = pd.read_csv(path)
+    assert df["run_id"].tolist() == ["run0", "run1"] and df["error"][0] == "first\rsecond"
+
+
+def test_old_rows_keep_their_values_through_an_upgrade(tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text('run_id,notes\nold,"a ""quoted"", multi\nline note"\n')
+    store.append_row(path, sample_row(1))
+    df = store.load_rows(path)
+    assert df["notes"][0] == 'a "quoted", multi\nline note' and df["run_id"].tolist() == ["old", "run1"]
