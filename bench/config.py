@@ -58,7 +58,7 @@ class Config:
     batch_sizes: list = option([1, 4, 16], "batch sizes the batched method sweeps", "list[int]", lo=1, hi=4096)
     batched_do_sample: bool = option(False, "batched samples (temperature, top_p, top_k) instead of greedy", "bool")
     speculative_modes: list = option(["greedy"], "speculative decoding modes: greedy (lossless) and/or sampling", "list[str]", choices=("greedy", "sampling"))
-    num_draft_tokens: int = option(5, "k: tokens the draft proposes per target forward", "int", lo=1, hi=64)
+    num_draft_tokens: object = option(5, "k: tokens the draft proposes per target forward; a list sweeps k (one speculative row per mode and k)", "int|list[int]", lo=1, hi=64)
     prompt_lookup_num_tokens: int = option(10, "tokens prompt_lookup copies per match", "int", lo=1, hi=128)
     dtype: str = option("auto", "weights dtype (auto: bfloat16 on GPU, float32 on CPU)", "str", choices=DTYPES)
     quantization: list = option(["none"], "bitsandbytes quantization of the target; a list sweeps", "str|list[str]", choices=QUANTIZATIONS)

@@ -17,10 +17,12 @@ def speculative(inputs: Inputs, settings: SharedSettings, engine: Engine, probe:
 
 
 def points(config, name: str) -> list[Point]:
-    return [Point(name, f"{mode},k={config.num_draft_tokens}", 1, mode == "sampling",
-                  call=dict(do_sample=mode == "sampling"),
-                  params=dict(num_draft_tokens=config.num_draft_tokens, draft_model=config.draft_model))
-            for mode in config.speculative_modes]
+    """One row per mode and k; num_draft_tokens is one k or a list of them, and each call gets a single k."""
+    ks = config.num_draft_tokens if isinstance(config.num_draft_tokens, list) else [config.num_draft_tokens]
+    return [Point(name, f"{mode},k={k}", 1, mode == "sampling",
+                  call=dict(do_sample=mode == "sampling"), overrides=dict(num_draft_tokens=k),
+                  params=dict(num_draft_tokens=k, draft_model=config.draft_model))
+            for mode in config.speculative_modes for k in ks]
 
 
 METHOD = Method(

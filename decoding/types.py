@@ -78,12 +78,21 @@ class Generation:
     the device, and the runner asks only after its clock has stopped."""
 
     def __init__(self, sequences: torch.Tensor, eos_token_ids, drafted: int = 0, accepted: int = 0,
-                 verify_steps: int = 0, engine: str = "hf", notes: list[str] | None = None):
+                 verify_steps: int = 0, engine: str = "hf", notes: list[str] | None = None, *,
+                 accepted_by_position: tuple[int, ...] = (), offered_by_position: tuple[int, ...] = (),
+                 natural_eos: int | None = None, target_forwards: int = 0, drafted_all: int = 0):
+        # Acceptance counts follow metrics/drafts.py: rounds that verified drafts, cut at a forced run's natural EOS.
         self.sequences = sequences  # (N, T) long; N = batch * num_return_sequences
         self.eos_token_ids = tuple(eos_token_ids)
         self.drafted = drafted  # draft tokens proposed to the target (speculative, prompt lookup)
         self.accepted = accepted  # of those, accepted by the target
-        self.verify_steps = verify_steps  # target forwards that verified drafts (one per round)
+        self.verify_steps = verify_steps  # rounds: target forwards that verified at least one draft
+        self.accepted_by_position = tuple(accepted_by_position)  # [i]: rounds whose draft i + 1 was accepted
+        self.offered_by_position = tuple(offered_by_position)  # [i]: rounds that proposed a draft i + 1
+        self.natural_eos = natural_eos  # forced length: first new-token index where the target's own choice was EOS
+        # The work done, forced tail and rounds without drafts included (for cost models, not acceptance).
+        self.target_forwards = target_forwards  # every target forward of a drafting call, the prefill included
+        self.drafted_all = drafted_all  # every draft token proposed
         self.engine = engine  # the engine that really produced the tokens
         self.notes = list(notes or [])
         self._new_tokens: list[int] | None = None

@@ -405,6 +405,9 @@ def test_steps_trace_into_one_graph(tiny_models, fuse):
             decode_step(fwd, caches[0], rules, False)
             step(fwd, caches[1], rules, False)
         assert torch.equal(caches[0].tokens, caches[1].tokens) and int(caches[1].pos) == 6
+        # The plain-step variant that also says whether the unforced choice was EOS (prompt lookup, forced length).
+        flags = [decode_step(fwd, caches[0], rules, False, True), step(fwd, caches[1], rules, False, True)]
+        assert torch.equal(*flags) and flags[0].dtype == torch.bool and torch.equal(caches[0].tokens, caches[1].tokens)
         n_real = torch.tensor(2)
         drafts = torch.tensor([[3, 4, 5]])
         compiled = torch.compile(verify, fullgraph=True, dynamic=False, backend="eager")

@@ -119,3 +119,24 @@ def test_token_counting_waits_until_after_the_call(tiny_models, inputs):
         g = METHODS["batched"](inputs([0, 1]), S, engine, NullProbe())
         assert g._new_tokens is None, engine.name
         assert g.new_tokens == [S.max_new_tokens] * 2
+
+
+def test_speculative_sweeps_every_mode_and_k(tmp_path):
+    from bench.config import Config, ConfigError
+
+    base = dict(model="tiny/target", draft_model="tiny/draft", results=str(tmp_path / "r.csv"),
+                speculative_modes=["greedy", "sampling"])
+    config = Config.from_dict(dict(base, num_draft_tokens=[2, 4]), check_models=False)
+    points = METHODS["speculative"].points(config)
+    assert [p.setting for p in points] == ["greedy,k=2", "greedy,k=4", "sampling,k=2", "sampling,k=4"]
+    assert [p.do_sample for p in points] == [False, False, True, True]
+    assert [p.overrides for p in points] == [{"num_draft_tokens": k} for k in (2, 4, 2, 4)]
+    assert [p.params["num_draft_tokens"] for p in points] == [2, 4, 2, 4]
+    # Each call gets one k: the point's override replaces the list in the Settings.
+    assert dataclasses.replace(config.settings(), **points[1].overrides).num_draft_tokens == 4
+    single = Config.from_dict(dict(base, num_draft_tokens=5), check_models=False)
+    assert single.num_draft_tokens == 5
+    assert [p.setting for p in METHODS["speculative"].points(single)] == ["greedy,k=5", "sampling,k=5"]
+    for bad in ([0], [2, 2], 65):
+        with pytest.raises(ConfigError, match="num_draft_tokens"):
+            Config.from_dict(dict(base, num_draft_tokens=bad), check_models=False)

@@ -10,12 +10,16 @@ import torch
 
 from decoding.types import Generation, Probe, Request, UnsupportedSetting
 from engines.fast.cache import StaticKVCache
-from engines.fast.loops import DraftCounts, Model, ModelDrafter, PromptLookupDrafter, decode, speculative_decode
+from engines.fast.loops import (DraftLog, Model, ModelDrafter, PromptLookupDrafter, decode, decode_one_token,
+                                prefill, speculative_decode)
 from engines.fast.model import check_model, is_quantized, make_forward, vocab_size
 from engines.fast.sampling import AcceptFn, Rules, make_rules, rejection_accept
 from engines.fast.steps import (Steps, compile_enabled, decode_step, fuse_enabled, tune_inductor, tuning_enabled,
                                 verify)
+from metrics.drafts import count_rounds
+from metrics.prediction import seconds_per_step
 
+STEP_RATIO_ROOM = 16  # cache slots step_time_ratio needs after the prompt (its STEPS decode steps and the first token)
 CACHE_ROUND = 128  # cache lengths are rounded up so that similar requests share one compiled graph
 WARMUP_CALLS = 3  # compile + warm-up run, CUDA graph capture, first replay
 
@@ -66,17 +70,25 @@ class FastEngine:
     def generate(self, request: Request, probe: Probe) -> Generation:
         self._check(request)
         m = self.models
+        drafting = request.use_draft or request.prompt_lookup_num_tokens > 0
+        log = DraftLog()
         with torch.no_grad():
             if request.max_new_tokens <= 0:
                 sequences = request.input_ids.new_full((request.input_ids.shape[0], 0), m.pad_token_id)
-                counts = DraftCounts()
-            elif request.use_draft or request.prompt_lookup_num_tokens > 0:
-                sequences, counts = self._speculative(request, probe)
+            elif drafting:
+                sequences, log = self._speculative(request, probe)
             else:
-                sequences, counts = self._decode(request, probe), DraftCounts()
+                sequences = self._decode(request, probe)
         sequences = pad_after_eos(sequences, m.eos_token_ids, m.pad_token_id)
-        generation = Generation(sequences, m.eos_token_ids, counts.drafted, counts.accepted, counts.rounds, self.name,
-                                self.notes)
+        counts = {}
+        if drafting:
+            k = request.num_draft_tokens if request.use_draft else request.prompt_lookup_num_tokens
+            c = count_rounds(log.rounds, k, log.natural_eos)
+            counts = dict(drafted=c.drafted, accepted=c.accepted, verify_steps=c.rounds,
+                          accepted_by_position=c.accepted_by_position, offered_by_position=c.offered_by_position,
+                          natural_eos=log.natural_eos, target_forwards=log.target_forwards,
+                          drafted_all=log.drafted_all)
+        generation = Generation(sequences, m.eos_token_ids, engine=self.name, notes=self.notes, **counts)
         if request.min_new_tokens < request.max_new_tokens and sequences.shape[1]:
             # EOS may end the run: like generate, the output is as long as the longest row (steps after the last
             # row's EOS were only run because EOS is checked every few steps). With a fixed length nothing is
@@ -96,7 +108,7 @@ class FastEngine:
         eos = torch.tensor(list(m.eos_token_ids), device=m.device)  # (E,)
         return decode(target, req, probe, rules, eos)
 
-    def _speculative(self, req: Request, probe: Probe) -> tuple[torch.Tensor, DraftCounts]:
+    def _speculative(self, req: Request, probe: Probe) -> tuple[torch.Tensor, DraftLog]:
         m = self.models
         L = req.input_ids.shape[1]
         k = req.num_draft_tokens if req.use_draft else req.prompt_lookup_num_tokens
@@ -109,28 +121,62 @@ class FastEngine:
         target.cache.begin_request(req.attention_mask)
         if draft is not None:
             draft.cache.begin_request(req.attention_mask)
-        self._warm_up_speculative(target, draft, k, rules)
         eos_ids = set(m.eos_token_ids)
         if draft is not None:
             drafter = ModelDrafter(draft, k, rules)
         else:
             drafter = PromptLookupDrafter(req, k, eos_ids, m.pad_token_id, m.device)
+        # The loop's plain steps report natural EOS only for a forced length and a drafter that may skip rounds.
+        self._warm_up_speculative(target, draft, k, rules, req.min_new_tokens > 0 and not drafter.always_drafts)
         return speculative_decode(target, drafter, req, probe, rules, eos_ids)
+
+    def step_time_ratio(self, inputs, *, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                        top_k: int = 0) -> float:
+        """c of the speculative cost model (metrics/prediction.py): the draft's decode step time / the target's, at
+        the length of the first prompt of `inputs`, as the speculative loop runs them (compiled steps on a GPU; the
+        draft's step returns its distribution when sampling). Timed synchronized, outside any measured call; a graph
+        not warm yet is compiled first, into compile_seconds."""
+        m = self.models
+        if m.draft is None:
+            raise UnsupportedSetting("step_time_ratio needs a draft model; prompt lookup drafts cost nothing (c = 0)")
+        mask = inputs.attention_mask[:1][:, inputs.attention_mask[0].bool()]
+        ids = inputs.input_ids[:1][:, inputs.attention_mask[0].bool()]  # (1, L) the real prompt tokens
+        req = Request(ids, mask, max_new_tokens=STEP_RATIO_ROOM, min_new_tokens=0, do_sample=do_sample,
+                      temperature=temperature, top_p=top_p, top_k=top_k)
+        rules = self._rules(req, ids.shape[1])
+        seconds = []
+        with torch.no_grad():
+            for role, model, want_probs in (("draft", m.draft, do_sample), ("target", m.target, False)):
+                runner = self._timing_model(role, model, ids.shape[1] + STEP_RATIO_ROOM + 1)
+                runner.cache.begin_request(mask)
+                self._warm_up_step(runner, rules, want_probs)
+                first = prefill(runner, req, rules)  # (1,)
+                runner.cache.tokens[:, ids.shape[1]] = first
+
+                def reset(runner=runner):
+                    runner.cache.pos.fill_(ids.shape[1])
+
+                def step(runner=runner, want_probs=want_probs):
+                    decode_one_token(runner, rules, want_probs)
+
+                seconds.append(seconds_per_step(step, reset, m.device))
+        return seconds[0] / seconds[1]
 
     # -- compiled graphs: warmed up before the request's prefill, timed into compile_seconds -----------------------
 
-    def _warm_up_step(self, model: Model, rules: Rules, want_probs: bool) -> None:
-        key = ("step", id(model.forward), model.cache.serial, rules.signature, want_probs)
-        self._warm_up(key, self.steps.decode, model.forward, model.cache, rules, want_probs)
+    def _warm_up_step(self, model: Model, rules: Rules, want_probs: bool, want_eos: bool = False) -> None:
+        key = ("step", id(model.forward), model.cache.serial, rules.signature, want_probs, want_eos)
+        self._warm_up(key, self.steps.decode, model.forward, model.cache, rules, want_probs, want_eos)
 
-    def _warm_up_speculative(self, target: Model, draft: Model | None, k: int, rules: Rules) -> None:
+    def _warm_up_speculative(self, target: Model, draft: Model | None, k: int, rules: Rules,
+                             plain_eos: bool = False) -> None:
         m = self.models
         if not self.compile:
             return
         q_is_none = draft is None or not rules.do_sample  # deterministic drafts: verify builds one-hot q itself
         zeros = torch.zeros(1, k + 1, dtype=torch.long, device=m.device)  # (1, k+1)
         q = None if q_is_none else torch.zeros(1, k, vocab_size(m.target), device=m.device)  # (1, k, V)
-        self._warm_up_step(target, rules, False)
+        self._warm_up_step(target, rules, False, plain_eos)
         self._warm_up(("verify", id(target.forward), target.cache.serial, k, rules.signature, q_is_none,
                        self.accept_fn), self.steps.verify, target.forward, target.cache, zeros, q, self.steps.n_real,
                       rules, self.accept_fn)
@@ -156,6 +202,14 @@ class FastEngine:
 
     def _model(self, role: str, model, batch: int, length: int) -> Model:
         return Model(self._forward(model), self._cache(role, model, batch, length), self.steps)
+
+    def _timing_model(self, role: str, model, length: int) -> Model:
+        """The requests' own cache when it has room (its graphs are warm), else a scratch one: replacing theirs
+        would make the next measured call compile its graphs anew."""
+        cache = self._caches.get((role, id(model), 1))
+        if cache is None or cache.max_len < length:
+            cache = StaticKVCache(model, 1, -(-length // CACHE_ROUND) * CACHE_ROUND)
+        return Model(self._forward(model), cache, self.steps)
 
     def _forward(self, model):
         """The forward a model runs (FusedForward where its layout allows, else its own), one per engine and model."""

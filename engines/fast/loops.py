@@ -3,16 +3,16 @@ model-and-cache pairs (`Model`) and drafters (`Drafter`); engine.py compiles and
 See docs/fast_engine.md."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
 
 import torch
 
 from decoding.types import Probe, Request
 from engines.fast.cache import StaticKVCache
 from engines.fast.model import Forward
-from engines.fast.sampling import Rules, next_token
+from engines.fast.sampling import Rules, natural_eos, next_token
 from engines.fast.steps import Steps, forward, prefill_positions
+from metrics.drafts import Round
 
 CHECK_EVERY = 8  # decode steps between polls of the probe and, when EOS may end the run, EOS checks (host syncs)
 
@@ -31,19 +31,23 @@ class Model:
         return self.cache.pos.device
 
 
-def prefill(model: Model, req: Request, rules: Rules) -> torch.Tensor:
+def prefill_logits(model: Model, req: Request) -> tuple[torch.Tensor, torch.Tensor]:
     """The prompt in one eager forward from slot 0 (its shape changes per request, so it is not compiled); returns
-    the first new token of each row (B,)."""
+    the last position's logits (B, 1, V) and its slot."""
     model.cache.pos.fill_(0)  # the warm-up steps moved it
-    logits, slots = forward(model.forward, model.cache, req.input_ids, prefill_positions(req.attention_mask),
-                            last_only=True)  # (B, 1, V)
-    return next_token(logits, slots, rules)[0]
+    return forward(model.forward, model.cache, req.input_ids, prefill_positions(req.attention_mask), last_only=True)
 
 
-def decode_one_token(model: Model, rules: Rules, want_probs: bool = False):
+def prefill(model: Model, req: Request, rules: Rules) -> torch.Tensor:
+    """The prompt's forward; returns the first new token of each row (B,)."""
+    return next_token(*prefill_logits(model, req), rules)[0]
+
+
+def decode_one_token(model: Model, rules: Rules, want_probs: bool = False, want_eos: bool = False):
     """One step of every row on the device: the token at slot pos goes in, its successor lands at pos + 1, pos
-    advances. Returns the distribution (B, V) the successor was drawn from when want_probs, else None."""
-    return model.steps.run(model.steps.decode, model.forward, model.cache, rules, want_probs)
+    advances. Returns the distribution (B, V) the successor was drawn from when want_probs, whether its unforced
+    choice was EOS (B,) when want_eos, else None."""
+    return model.steps.run(model.steps.decode, model.forward, model.cache, rules, want_probs, want_eos)
 
 
 def decode_n_tokens(model: Model, req: Request, probe: Probe, rules: Rules, eos: torch.Tensor) -> torch.Tensor:
@@ -102,6 +106,7 @@ class Drafter:
     """Proposes up to k tokens per round for the target to verify in one forward."""
 
     k: int
+    always_drafts = False  # False: propose may return None mid-run, and the target then takes a plain step
 
     def start(self, req: Request) -> None:
         """Called once after the target's prefill."""
@@ -117,6 +122,8 @@ class Drafter:
 
 class ModelDrafter(Drafter):
     """Drafts with a draft model's compiled decode step, k steps per round."""
+
+    always_drafts = True
 
     def __init__(self, model: Model, k: int, rules: Rules):
         self.model, self.k, self.rules = model, k, rules
@@ -173,23 +180,29 @@ def prompt_lookup_candidates(tokens: list[int], num_tokens: int, eos_token_ids, 
     return []
 
 
-class DraftCounts(NamedTuple):
-    drafted: int = 0  # draft tokens offered to the target
-    accepted: int = 0
-    rounds: int = 0  # target forwards: verify rounds, and plain steps where nothing was drafted
+@dataclass
+class DraftLog:
+    """What a speculative call did; engine.py turns it into the Generation's counts (metrics/drafts.py)."""
+
+    rounds: list[Round] = field(default_factory=list)  # target forwards that verified at least one draft
+    natural_eos: int | None = None  # forced length: first new-token index whose unforced choice was EOS
+    target_forwards: int = 0  # every target forward, the prefill and plain steps included
+    drafted_all: int = 0
 
 
-def decode_from(model: Model, token: torch.Tensor, pos: int, rules: Rules) -> torch.Tensor:
-    """Place `token` (1, 1) at slot `pos` and run one step; returns the next token (1, 1)."""
+def decode_from(model: Model, token: torch.Tensor, pos: int, rules: Rules, want_eos: bool = False):
+    """Place `token` (1, 1) at slot `pos` and run one step; returns the next token (1, 1), and when want_eos whether
+    its unforced choice was EOS (1,) bool, else None."""
     model.cache.tokens[:, pos:pos + 1] = token
     model.cache.pos.fill_(pos)
-    decode_one_token(model, rules)
-    return model.cache.tokens[:, pos + 1:pos + 2].clone()
+    eos = decode_one_token(model, rules, want_eos=want_eos)
+    return model.cache.tokens[:, pos + 1:pos + 2].clone(), eos
 
 
 def verify_drafts(target: Model, token: torch.Tensor, pos: int, draft: Draft, rules: Rules):
     """Verify [token, drafts] in one target forward from slot `pos`. Returns how many drafts were accepted, the
-    round's new tokens (the accepted drafts, then the target's own), and that last token on the device (1,).
+    round's new tokens (the accepted drafts, then the target's own), that last token on the device (1,), and for
+    each of the k + 1 positions whether the target's unforced choice there was EOS.
 
     A rejected draft is rolled back by not moving past it: the next round starts at the slot after the last
     accepted token, so its keys/values are masked (later slots) and then overwritten."""
@@ -197,25 +210,37 @@ def verify_drafts(target: Model, token: torch.Tensor, pos: int, draft: Draft, ru
     target.cache.pos.fill_(pos)
     steps.n_real.fill_(draft.offered)
     tokens = torch.cat([token, draft.tokens], dim=1)  # (1, k+1)
-    n_acc, nxt = steps.run(steps.verify, target.forward, target.cache, tokens, draft.probs, steps.n_real, rules,
-                           steps.accept_fn)  # (1,), (1,)
-    n_acc, nxt_id, *draft_ids = torch.cat([n_acc, nxt, draft.tokens[0]]).tolist()  # the round's one host sync
-    return n_acc, draft_ids[:n_acc] + [nxt_id], nxt
+    n_acc, nxt, eos = steps.run(steps.verify, target.forward, target.cache, tokens, draft.probs, steps.n_real, rules,
+                                steps.accept_fn)  # (1,), (1,), (k+1,)
+    k = draft.tokens.shape[1]
+    n_acc, nxt_id, *rest = torch.cat([n_acc, nxt, draft.tokens[0], eos.long()]).tolist()  # the round's one host sync
+    return n_acc, rest[:n_acc] + [nxt_id], nxt, rest[k:]
 
 
 def speculative_decode(target: Model, drafter: Drafter, req: Request, probe: Probe, rules: Rules,
-                       eos_ids: set[int]) -> tuple[torch.Tensor, DraftCounts]:
+                       eos_ids: set[int]) -> tuple[torch.Tensor, DraftLog]:
     """Speculative decoding and prompt lookup (batch 1): each round the drafter proposes up to k tokens, the target
     verifies them in one forward, and the accepted prefix plus the target's own next token are kept. One host
-    sync per round, to learn how many were accepted. Returns the new tokens (1, n) and the draft counts."""
+    sync per round, to learn how many were accepted. Returns the new tokens (1, n) and what the rounds did.
+
+    With a forced length (min_new_tokens > 0) it also notes the first token where the target's own choice was EOS,
+    from the logits it computes anyway, so acceptance can be counted before it (metrics/drafts.py)."""
     L = req.input_ids.shape[1]
     torch.manual_seed(req.seed)
-    token = prefill(target, req, rules)  # (1,)
+    logits, slots = prefill_logits(target, req)
+    token = next_token(logits, slots, rules)[0]  # (1,)
+    track = req.min_new_tokens > 0
     drafter.start(req)
     mark_first_token(probe, target)
-    new = [int(token.item())]
+    log = DraftLog(target_forwards=1)
+    first = torch.cat([token, natural_eos(logits[:, -1], rules).long()]).tolist() if track else [int(token.item())]
+    new = first[:1]
+    if track and first[1]:
+        log.natural_eos = 0
+    # Only a drafter that may skip rounds mid-run needs plain steps that tell where EOS was natural; a model drafter
+    # takes a plain step only for the very last token, after which no round is left to count.
+    plain_eos = track and not drafter.always_drafts
     may_stop = req.min_new_tokens < req.max_new_tokens
-    drafted = accepted = rounds = 0
     token = token.view(1, 1)
     while len(new) < req.max_new_tokens:
         if probe.should_stop() or (may_stop and new[-1] in eos_ids):
@@ -223,20 +248,29 @@ def speculative_decode(target: Model, drafter: Drafter, req: Request, probe: Pro
         pos = L + len(new) - 1  # slot of `token`, the last accepted token, not yet in the caches
         room = min(drafter.k, req.max_new_tokens - len(new) - 1)  # never produce more than max_new_tokens
         draft = drafter.propose(new, token, pos, room) if room > 0 else None
-        if draft is None:  # nothing to verify: an ordinary target step
-            nxt = decode_from(target, token, pos, rules)  # (1, 1)
-            produced = [int(nxt.item())]
-            rounds += 1  # a target forward too, as transformers counts it: tokens per forward stay comparable
+        if draft is None:  # nothing to verify: an ordinary target step, not a round
+            nxt, eos = decode_from(target, token, pos, rules, want_eos=plain_eos)  # (1, 1), (1,) or None
+            if eos is None:
+                produced, flags = [int(nxt.item())], [0]
+            else:
+                nxt_id, flag = torch.cat([nxt.view(1), eos.long()]).tolist()
+                produced, flags = [nxt_id], [flag]
         else:
-            n_acc, produced, nxt = verify_drafts(target, token, pos, draft, rules)
+            n_acc, produced, nxt, flags = verify_drafts(target, token, pos, draft, rules)
             drafter.verified(n_acc, pos)
-            drafted, accepted, rounds = drafted + draft.offered, accepted + n_acc, rounds + 1
         if may_stop:
             produced = cut_at_eos(produced, eos_ids, req.min_new_tokens - len(new))
+        if draft is not None:
+            # A round cut at EOS accepted only the drafts up to it (transformers counts the same way).
+            log.rounds.append(Round(len(new), draft.offered, min(n_acc, len(produced) - 1)))
+            log.drafted_all += draft.offered
+        if track and log.natural_eos is None and any(flags[:len(produced)]):
+            log.natural_eos = len(new) + flags.index(1)
+        log.target_forwards += 1
         new += produced
         token = nxt.view(1, 1)
     sequences = torch.tensor([new[:req.max_new_tokens]], dtype=torch.long, device=target.device)  # (1, n)
-    return sequences, DraftCounts(drafted, accepted, rounds)
+    return sequences, log
 
 
 def cut_at_eos(tokens: list[int], eos_ids: set[int], allowed_from: int) -> list[int]:

@@ -95,6 +95,13 @@ def next_token(logits: torch.Tensor, slots: torch.Tensor, rules: Rules) -> tuple
     return sample(probs), probs
 
 
+def natural_eos(logits: torch.Tensor, rules: Rules) -> torch.Tensor:
+    """Whether each query's own choice, had EOS not been masked for min_new_tokens, is EOS: the argmax of its raw
+    logits (temperature, top-k and top-p keep the argmax) is an EOS id. (..., V) -> (...,) bool. A forced run's
+    acceptance is counted before the first such token (metrics/drafts.py)."""
+    return rules.eos_mask[logits.argmax(dim=-1)]
+
+
 def one_hot(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return torch.zeros(*tokens.shape, vocab_size, device=tokens.device).scatter_(-1, tokens[..., None], 1.0)
 

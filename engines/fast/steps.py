@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from engines.fast.cache import StaticKVCache
-from engines.fast.sampling import AcceptFn, Rules, next_token, next_token_probs
+from engines.fast.sampling import AcceptFn, Rules, natural_eos, next_token, next_token_probs
 
 
 def _env_on(name: str) -> bool:
@@ -61,23 +61,27 @@ def forward(fwd, cache: StaticKVCache, tokens: torch.Tensor, position_ids=None, 
     return logits.float(), (slots[-1:] if last_only else slots)
 
 
-def decode_step(fwd, cache: StaticKVCache, rules: Rules, want_probs: bool):
+def decode_step(fwd, cache: StaticKVCache, rules: Rules, want_probs: bool, want_eos: bool = False):
     """One new token per row, all on the device: the token at slot pos (cache.tokens) runs at slot pos, its
     successor is written at slot pos + 1, and pos advances. Returns the distribution the token was drawn from
-    (B, V) when want_probs (speculative sampling's drafts need it), else nothing: a greedy step has no outputs to
-    copy out of the CUDA graph."""
+    (B, V) when want_probs (speculative sampling's drafts need it); when want_eos, whether the step's unforced
+    choice was EOS (B,) bool (a prompt-lookup round without drafts, when the length is forced); else nothing: a
+    greedy step has no outputs to copy out of the CUDA graph."""
     token = cache.tokens.index_select(1, cache.pos.view(1))  # (B, 1)
     logits, slots = forward(fwd, cache, token)
     nxt, probs = next_token(logits, slots, rules)  # (B,), (B, V) or None
     nxt_slot = (cache.pos + 1).clamp(max=cache.max_len - 1).view(1)  # the clamp only guards the warm-up
     cache.tokens.index_copy_(1, nxt_slot, nxt[:, None])
     cache.pos.add_(1)
+    if want_eos:
+        return natural_eos(logits[:, -1], rules)
     return probs if want_probs else None
 
 
 def verify(fwd, cache: StaticKVCache, tokens: torch.Tensor, draft_probs, n_real: torch.Tensor, rules: Rules,
            accept_fn: AcceptFn):
-    """One target forward over [current token, k drafts] (1, k+1) at slots pos..pos+k; returns (n accepted, next).
+    """One target forward over [current token, k drafts] (1, k+1) at slots pos..pos+k; returns (n accepted, next,
+    whether the target's unforced choice at each of the k + 1 positions was EOS (k+1,) bool).
 
     draft_probs (1, k, V) are the draft model's distributions; None means deterministic drafts (greedy draft model,
     prompt lookup), i.e. one-hot distributions."""
@@ -86,7 +90,8 @@ def verify(fwd, cache: StaticKVCache, tokens: torch.Tensor, draft_probs, n_real:
     drafts = tokens[:, 1:]  # (1, k)
     if draft_probs is None:
         draft_probs = torch.zeros_like(p[:, 1:]).scatter_(-1, drafts[..., None], 1.0)  # (1, k, V)
-    return accept_fn(drafts, draft_probs, p, n_real)
+    n, nxt = accept_fn(drafts, draft_probs, p, n_real)
+    return n, nxt, natural_eos(logits[0], rules)
 
 
 def prefill_positions(attention_mask: torch.Tensor) -> torch.Tensor:
