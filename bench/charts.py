@@ -68,7 +68,11 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     d["_order"] = d["method"].map(rank).fillna(len(METHODS))
     d = d.sort_values(["run_id", "_order", "batch_size"], kind="stable")
     varying = [k for k in VARIANT_KEYS if k in d and d[k].astype(str).nunique() > 1]
-    d["label"] = d["method"].astype(str) + " [" + d["setting"].astype(str) + "]"
+    from bench.report import best_k
+
+    starred = best_k(d.to_dict("records"))  # the best k of a k sweep is starred wherever the row appears
+    d["label"] = d["method"].astype(str) + " [" + d["setting"].astype(str) + "]" + \
+        ["  ★ best k" if i in starred else "" for i in range(len(d))]
     for k in varying:
         d["label"] += " · " + d[k].astype(str)
     d["run"] = d["run_id"].astype(str)
@@ -109,24 +113,47 @@ def style(fig: go.Figure, title: str, y_title: str = "", x_title: str = "") -> g
     return fig
 
 
+def whiskers(part: pd.DataFrame, y: str, ci: str | None, error: str | None):
+    """Asymmetric 95% CI whiskers from the `{ci}_ci_low/_ci_high` columns; a std bar for older CSVs, cut at
+    zero, since none of these quantities can be negative."""
+    if ci and f"{ci}_ci_low" in part and part[f"{ci}_ci_low"].notna().any():
+        low, high = (pd.to_numeric(part[f"{ci}_ci_{e}"], errors="coerce") for e in ("low", "high"))
+        return dict(type="data", symmetric=False, array=(high - part[y]).clip(lower=0).fillna(0),
+                    arrayminus=(part[y] - low).clip(lower=0).fillna(0), visible=True, thickness=1.2), \
+            [f" [95% CI {lo:.3g}–{hi:.3g}]" if pd.notna(lo) else "" for lo, hi in zip(low, high)]
+    if error and error in part:
+        err = pd.to_numeric(part[error], errors="coerce")
+        return dict(type="data", symmetric=False, array=err.fillna(0), arrayminus=err.clip(upper=part[y]).fillna(0),
+                    visible=True, thickness=1.2), [f" ± {e:.3g} (std)" if pd.notna(e) else "" for e in err]
+    return None, [""] * len(part)
+
+
+def is_unstable(part: pd.DataFrame) -> list[bool]:
+    return [str(v).lower() == "true" for v in part.get("unstable", pd.Series([""] * len(part)))]
+
+
 def bars(d: pd.DataFrame, y: str, error: str | None = None, fmt: str = ".1f", unit: str = "",
-         labels: bool = False, also: tuple[str, str] | None = None) -> list[go.Bar]:
+         labels: bool = False, also: tuple[str, str] | None = None, ci: str | None = None) -> list[go.Bar]:
     """One trace coloured by method for one run; one trace per run when several are compared.
-    labels: print each value above its bar (for small values that would otherwise vanish).
+    ci: stem of the 95% interval columns drawn as whiskers (error: a std column, for CSVs without them);
+    unstable rows are hatched and marked `!`. labels: print each value above its bar.
     also: (column, name) of a second figure to name in the hover after the bar's own value."""
     def number(v) -> str:
         return f"{v:{fmt}}{unit}" if pd.notna(v) else "n/a"
 
     def trace(part: pd.DataFrame, name: str, color, legend: bool) -> go.Bar:
-        err = part[error] if error else None
-        first = [number(v) + (f" ± {e:{fmt}}" if err is not None and pd.notna(e) else "")
-                 for v, e in zip(part[y], err if err is not None else [None] * len(part))]
+        error_y, spread = whiskers(part, y, ci, error)
+        shaky = is_unstable(part) if ci else [False] * len(part)
+        first = [number(v) + s + (" · unstable (CI wider than ±10%)" if u else "")
+                 for v, s, u in zip(part[y], spread, shaky)]
         if also:
             first = [f"{f} · {also[1]} {number(v)}" for f, v in zip(first, part[also[0]])]
+        text = [number(v) + (" !" if u else "") for v, u in zip(part[y], shaky)] if labels else \
+            ["!" if u else "" for u in shaky]
         return go.Bar(
             x=part["label"], y=part[y], name=name, marker_color=color, showlegend=legend,
-            text=[number(v) for v in part[y]] if labels else None, textposition="outside", cliponaxis=False,
-            error_y=dict(type="data", array=err.fillna(0), visible=True, thickness=1.2) if err is not None else None,
+            marker_pattern_shape=["x" if u else "" for u in shaky],
+            text=text, textposition="outside", cliponaxis=False, error_y=error_y,
             hovertext=[f"<b>{v}</b><br>{h}" for v, h in zip(first, part["hover"])],
             hovertemplate="%{hovertext}<extra></extra>")
 
@@ -137,13 +164,16 @@ def bars(d: pd.DataFrame, y: str, error: str | None = None, fmt: str = ".1f", un
 
 
 def tokens_per_s(df: pd.DataFrame) -> go.Figure:
-    """Per-sequence decoding speed, median over repetitions, error bar = standard deviation."""
-    title = "Tokens/s per sequence (median ± std over repetitions)"
+    """Per-sequence decoding speed, median over calls, whiskers = its 95% bootstrap interval."""
+    title = "Tokens/s per sequence (median, 95% CI; hatched ! = unstable)"
     d = prepare(df)
     if d.empty:
         return empty(title, "no finished rows yet")
-    fig = go.Figure(bars(d, "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_std", unit=" tok/s"))
-    return style(fig, title, "tokens/s per sequence")
+    fig = go.Figure(bars(d, "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_std", unit=" tok/s",
+                         ci="tokens_per_s_per_sequence"))
+    fig = style(fig, title, "tokens/s per sequence")
+    fig.update_yaxes(rangemode="tozero")
+    return fig
 
 
 def latency(df: pd.DataFrame) -> go.Figure:
@@ -220,14 +250,21 @@ def memory(df: pd.DataFrame) -> go.Figure:
 
 def speedup(df: pd.DataFrame) -> go.Figure:
     """Per-sequence tok/s relative to the baseline method's row of the same run and variant."""
-    title = f"Speedup vs {BASELINE} (tokens/s per sequence; dotted line = 1×)"
+    title = f"Speedup vs {BASELINE} (tokens/s per sequence, paired; 95% CI; n.s. = CI contains 1)"
     d = prepare(df)
     d = d[d["speedup_vs_standard"].notna()] if not d.empty else d
     if d.empty:
         return empty(title, f"needs the {BASELINE} method in the run")
-    fig = go.Figure(bars(d, "speedup_vs_standard", fmt=".2f", unit="×", labels=d["run"].nunique() == 1))
+    fig = go.Figure(bars(d, "speedup_vs_standard", fmt=".2f", unit="×", ci="speedup_vs_standard"))
+    if d["run"].nunique() == 1:  # each bar says its value as its interval allows, or that it is no difference
+        from bench.report import speedup as speedup_text
+
+        fig.update_traces(text=[speedup_text(r, "speedup_vs_standard").replace("x", "×")
+                                for r in d.to_dict("records")], textfont_size=10)
     fig.add_hline(y=1.0, line_dash="dot", line_color="#475569")
-    fig.update_yaxes(range=[0, max(d["speedup_vs_standard"].max(), 1.0) * 1.18])  # room for the labels
+    high = pd.to_numeric(d.get("speedup_vs_standard_ci_high", d["speedup_vs_standard"]), errors="coerce")
+    top = max(d["speedup_vs_standard"].max(), high.max() if high.notna().any() else 0, 1.0)
+    fig.update_yaxes(range=[0, top * 1.18])  # room for the labels
     return style(fig, title, f"× {BASELINE}")
 
 

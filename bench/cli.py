@@ -20,7 +20,7 @@ def flag_of(f) -> str:
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     for f in fields(Config):
-        kind, help_text = f.metadata["kind"], f.metadata["help"]
+        kind, help_text = f.metadata["kind"], f.metadata["help"].replace("%", "%%")  # argparse formats help with %
         dest = "cfg_" + f.name
         if kind == "bool":
             p.add_argument(flag_of(f), dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -92,6 +92,7 @@ def headless(config: Config) -> int:
 
     from bench.report import table
     from bench.runner import Progress, RowDone, run, total_rows
+    from bench.store import StoreError
 
     rows = []
     bar = tqdm(total=total_rows(config), unit="row", file=sys.stderr, dynamic_ncols=True)
@@ -106,6 +107,10 @@ def headless(config: Config) -> int:
         bar.close()
         print(f"interrupted: {len(rows)} finished rows kept in {config.results}", file=sys.stderr)
         return 130
+    except StoreError as e:  # the rows still to come could not be stored either: stop, keep what is there
+        bar.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     bar.close()
     print(table(rows))
     print(f"\n{len(rows)} rows appended to {config.results}; texts in "

@@ -67,7 +67,10 @@ class Config:
     device: str = option("auto", "auto, cuda or cpu", "str", choices=("auto", "cuda", "cpu"))
     random_weights: bool = option(False, "build models from their config with random weights (no weight download; acceptance figures meaningless)", "bool")
     warmup: int = option(1, "warm-up calls per row, excluded from the figures", "int", lo=0, hi=100)
-    repetitions: int = option(3, "measured repetitions of the whole workload per row", "int", lo=1, hi=1000)
+    repetitions: int = option(3, "measured repetitions of the whole workload per row (with target_ci 0)", "int", lo=1, hi=1000)
+    target_ci: float = option(0.0, "0: exactly `repetitions`; > 0: adaptive, repeat until every row's 95% CI half-width of per-sequence tok/s is within this fraction of its median (0.05 = 5%)", "float", lo=0.0, hi=1.0)
+    min_repetitions: int = option(3, "adaptive protocol (target_ci > 0): repetitions before the CI is first checked", "int", lo=2, hi=1000)
+    max_repetitions: int = option(20, "adaptive protocol (target_ci > 0): repetitions after which a row stops, narrow or not", "int", lo=2, hi=1000)
     seed: int = option(0, "seed for sampling methods and random weights", "int", lo=0, hi=2**31 - 1)
     results: str = option("results/runs.csv", "CSV the rows are appended to; outputs.jsonl goes beside it", "str")
 
@@ -108,15 +111,21 @@ class Config:
             if not flash_attn_available():
                 raise ConfigError("config key 'attention': flash_attention_2 needs the flash-attn package "
                                   "(pip install flash-attn --no-build-isolation, a CUDA source build); or use 'sdpa'")
+        if self.target_ci and self.min_repetitions > self.max_repetitions:
+            raise ConfigError(f"config key 'min_repetitions' ({self.min_repetitions}) must be at most "
+                              f"max_repetitions ({self.max_repetitions})")
         if not str(self.results).endswith(".csv"):
             raise ConfigError(f"config key 'results' must be a path ending in .csv, got '{self.results}'")
         for name in self.engine:
             if ENGINES[name].compiles and self.warmup < 1:
                 raise ConfigError(f"config key 'warmup' must be at least 1 with engine '{name}': its first call compiles, "
                                   "and compile time never belongs in the figures")
-        if check_models:
-            from bench.models import check_available
+        if check_models:  # imported here: --help and the form's first checks load no torch
+            from bench.models import check_available, check_context
+            from bench.store import check_results_file
 
+            if problem := check_results_file(self.results):
+                raise ConfigError(problem)
             check_writable(self.results)
             for key in ("model", "draft_model"):
                 mid = getattr(self, key)
@@ -124,9 +133,16 @@ class Config:
                     continue
                 if mid and (why := check_available(mid, self.random_weights)):
                     raise ConfigError(f"config key '{key}': model '{mid}' cannot be found: {why}")
+                if mid and (why := check_context(mid, self.random_weights, self.prompt_length or None,
+                                                 self.max_new_tokens)):
+                    raise ConfigError(why)
 
     def settings(self) -> Settings:
         return Settings(**{f.name: getattr(self, f.name) for f in fields(Settings)})
+
+    def repetition_range(self) -> tuple[int, int]:
+        """(fewest, most) measured repetitions per row."""
+        return (self.min_repetitions, self.max_repetitions) if self.target_ci else (self.repetitions, self.repetitions)
 
     def completions(self) -> list[int]:
         c = self.completions_per_prompt

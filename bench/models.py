@@ -11,9 +11,6 @@ import torch
 from bench import tiny
 
 SHIPPED_CONFIGS = Path(__file__).resolve().parent / "model_configs"
-QUANTIZATIONS = ("none", "bnb-4bit", "bnb-8bit")
-ATTENTIONS = ("eager", "sdpa", "flash_attention_2")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 class ModelError(ValueError):

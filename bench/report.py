@@ -1,25 +1,82 @@
-"""The summary table printed at the end of a headless run."""
+"""The summary table printed at the end of a headless run (the dashboard's Run table uses the same cells).
+
+Each figure is shown with what stands behind it: the 95% interval of per-sequence speed, a `!` on
+rows whose interval is wider than 10% of the median, and speedups rounded to what their interval
+supports, `n.s.` (no significant difference) when it contains 1."""
 from __future__ import annotations
 
 import math
 
 from bench.rows import RANDOM_WEIGHTS_NOTE
 
-COLUMNS = [  # (row key, header, format)
+# (row key, header, format): a format string, or the name of a cell function below
+COLUMNS = [
     ("method", "method", "{}"), ("setting", "setting", "{}"), ("engine", "engine", "{}"),
     ("quantization", "quant", "{}"), ("attention", "attn", "{}"), ("status", "status", "{}"),
+    ("repetitions", "reps", "{}"),
     ("latency_ms_median", "latency ms", "{:.1f}"), ("latency_ms_p90", "p90 ms", "{:.1f}"),
     ("ttft_ms_median", "TTFT ms", "{:.1f}"), ("tpot_ms_median", "TPOT ms", "{:.2f}"),
     ("tokens_per_s_per_sequence_median", "tok/s/seq", "{:.1f}"),
-    ("tokens_per_s_per_sequence_std", "±", "{:.1f}"),
+    ("tokens_per_s_per_sequence", "95% CI", "interval"), ("unstable", "!", "unstable"),
     ("aggregate_tokens_per_s_median", "agg tok/s", "{:.1f}"),
-    ("peak_allocated_mib", "peak MiB", "{:.0f}"), ("acceptance_rate", "accept", "{:.2f}"),
-    ("mean_accepted_tokens", "tok/fwd", "{:.2f}"), ("speedup_vs_standard", "speedup", "{:.2f}x"),
+    ("peak_allocated_mib", "peak MiB", "{:.0f}"), ("joules_per_token", "J/tok", "{:.3f}"),
+    ("mbu", "MBU", "{:.2f}"), ("acceptance_rate", "accept", "{:.2f}"),
+    ("mean_accepted_tokens", "tok/fwd", "{:.2f}"), ("speedup_vs_standard", "speedup", "speedup"),
+    ("predicted_speedup", "predicted", "{:.2f}x"),
 ]
 
 
-def cell(value, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+def missing(value) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def interval(row: dict, stem: str) -> str:
+    low, high = row.get(f"{stem}_ci_low"), row.get(f"{stem}_ci_high")
+    if missing(low) or missing(high):
+        return "-"
+    return f"{low:.1f}-{high:.1f}"
+
+
+def unstable(row: dict, key: str) -> str:
+    return "!" if row.get(key) in (True, "True", "true") else ""
+
+
+def speedup(row: dict, key: str) -> str:
+    """Digits the interval supports: a half-width of 0.05 earns one decimal, 0.005 two; n.s. when it holds 1."""
+    value, low, high = row.get(key), row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if missing(value):
+        return "-"
+    if missing(low) or missing(high) or high - low < 1e-12:  # the baseline against itself
+        return f"{value:.2f}x"
+    half = max((high - low) / 2, 1e-9)
+    digits = min(3, max(0, -math.floor(math.log10(half))))
+    text = f"{value:.{digits}f}x"
+    return text + " n.s." if low <= 1.0 <= high else text
+
+
+CELLS = {"interval": interval, "unstable": unstable, "speedup": speedup}
+K_SWEEP_GROUP = ("run_id", "method", "do_sample", "engine", "quantization", "attention")
+
+
+def best_k(rows: list[dict]) -> set[int]:
+    """Indexes of the rows whose k gives the fastest per-sequence speed among the rows that differ only by k."""
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.get("status") == "ok" and not missing(r.get("num_draft_tokens")) and \
+                not missing(r.get("tokens_per_s_per_sequence_median")):
+            groups.setdefault(tuple(str(r.get(k)) for k in K_SWEEP_GROUP), []).append(i)
+    best = set()
+    for members in groups.values():
+        if len({str(rows[i]["num_draft_tokens"]) for i in members}) > 1:
+            best.add(max(members, key=lambda i: rows[i]["tokens_per_s_per_sequence_median"]))
+    return best
+
+
+def cell_text(row: dict, key: str, fmt: str) -> str:
+    if fmt in CELLS:
+        return CELLS[fmt](row, key)
+    value = row.get(key)
+    if missing(value):
         return "-"
     try:
         return fmt.format(value)
@@ -28,15 +85,22 @@ def cell(value, fmt: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    grid = [[h for _, h, _ in COLUMNS]] + [[cell(r.get(k), f) for k, _, f in COLUMNS] for r in rows]
+    starred = best_k(rows)
+    grid = [[h for _, h, _ in COLUMNS]] + [[cell_text(r, k, f) + (" *" if k == "setting" and i in starred else "")
+                                            for k, _, f in COLUMNS] for i, r in enumerate(rows)]
     widths = [max(len(line[i]) for line in grid) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in grid]
     lines.insert(1, "  ".join("-" * w for w in widths))
     out = "\n".join(lines)
     notes = [
         "tok/s/seq = one sequence's new tokens / its call's latency (what a user waits for); agg tok/s = all",
-        "new tokens of a call / its latency (throughput). Compare each only with itself. speedup = tok/s/seq vs standard.",
+        "new tokens of a call / its latency (throughput). Compare each only with itself. speedup = tok/s/seq vs standard,",
+        "paired per prompt and repetition (geometric mean). 95% CI: bootstrap interval of the median tok/s/seq;",
+        "! = unstable (CI half-width above 10% of the median: more repetitions or a quieter machine);",
+        "n.s. = no significant difference from standard (the speedup's CI contains 1).",
     ]
+    if starred:
+        notes.append("* = the best k of a num_draft_tokens sweep (fastest tok/s/seq among rows differing only by k).")
     errors = [f"{r['method']} [{r['setting']}]: {r['status']}: {r['error']}" for r in rows if r.get("status") != "ok"]
     if any(RANDOM_WEIGHTS_NOTE in str(r.get("notes", "")) for r in rows):
         notes.append("Random weights: acceptance figures (accept, tok/fwd) mean nothing; draft and target never agree.")

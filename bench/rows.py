@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import metrics
 from decoding.method import Point
+from metrics.stats import geometric_mean, geometric_mean_ci
 from decoding.types import Generation, Inputs, UnsupportedSetting
 
 RANDOM_WEIGHTS_NOTE = "random weights: acceptance figures are meaningless"
@@ -20,7 +21,9 @@ SETTINGS = [
     "batch_size", "do_sample", "temperature", "top_p", "top_k", "num_beams", "num_return_sequences",
     "num_draft_tokens", "max_new_tokens", "stop_at_eos", "num_prompts", "sequences", "warmup", "repetitions", "calls",
 ]
-DERIVED = ["speedup_vs_standard", "throughput_vs_standard", "warmup_s", "compile_s", "notes"]
+DERIVED = ["speedup_vs_standard", "speedup_vs_standard_ci_low", "speedup_vs_standard_ci_high",
+           "throughput_vs_standard", "throughput_vs_standard_ci_low", "throughput_vs_standard_ci_high",
+           "warmup_s", "compile_s", "notes"]
 ENVIRONMENT = [
     "device_name", "device_memory_gib", "gpu_count", "torch_version", "transformers_version",
     "bitsandbytes_version", "cuda_version", "python_version", "hostname",
@@ -35,6 +38,7 @@ class Call:
     unit: Inputs
     generation: Generation
     trackers: tuple
+    repetition: int = 0
 
     def tracker(self, kind: type):
         return next(t for t in self.trackers if isinstance(t, kind))
@@ -67,25 +71,51 @@ def base_row(config, run_id: str, point: Point, engine: str, quantization: str, 
     return row
 
 
-def figures(calls: list[Call], models) -> dict:
+def figures(calls: list[Call], ctx, row: dict) -> dict:
     """The row's figures from its measured calls, and the notes the loader and engines left."""
-    out = {"status": "ok", "calls": len(calls), **metrics.summarize(calls)}
-    notes = set(models.notes)
+    out = {"status": "ok", "calls": len(calls), **metrics.summarize(calls, ctx, row)}
+    notes = set(filter(None, str(row.get("notes") or "").split("; "))) | set(ctx.models.notes)
     for call in calls:
         notes.update(call.generation.notes)
-    if models.random_weights and out["drafted_tokens"]:
+    if ctx.models.random_weights and out["drafted_tokens"]:
         notes.add(RANDOM_WEIGHTS_NOTE)
     out["notes"] = "; ".join(sorted(notes))
     return out
 
 
-def add_speedups(row: dict, baseline: dict | None) -> None:
-    """Per-sequence and aggregate tok/s relative to the baseline row of the same run, engine and variant."""
-    if row["status"] != "ok" or baseline is None:
-        row["speedup_vs_standard"] = row["throughput_vs_standard"] = float("nan")
-        return
-    row["speedup_vs_standard"] = row["tokens_per_s_per_sequence_median"] / baseline["tokens_per_s_per_sequence_median"]
-    row["throughput_vs_standard"] = row["aggregate_tokens_per_s_median"] / baseline["aggregate_tokens_per_s_median"]
+def per_item(calls: list[Call], figure) -> dict[tuple, float]:
+    """(prompt, completion, repetition) -> the figure of that sequence (the mean over its returned beams)."""
+    from metrics.timing import CallTimer
+
+    values: dict[tuple, list[float]] = {}
+    for call in calls:
+        latency = call.tracker(CallTimer).latency_s
+        per_input = len(call.generation.new_tokens) // call.unit.batch_size
+        for i, n in enumerate(call.generation.new_tokens):
+            key = (call.unit.prompt_indices[i // per_input], call.unit.completion_indices[i // per_input],
+                   call.repetition)
+            values.setdefault(key, []).append(figure(n, latency, call))
+    return {k: sum(v) / len(v) for k, v in values.items()}
+
+
+SPEEDUPS = {  # column -> the per-sequence figure whose ratio to the baseline's is the speedup
+    "speedup_vs_standard": lambda n, latency, call: n / latency,
+    "throughput_vs_standard": lambda n, latency, call: sum(call.generation.new_tokens) / latency,
+}
+
+
+def add_speedups(row: dict, calls: list[Call], baseline_calls: list[Call] | None) -> None:
+    """Paired speedups: each sequence against the baseline's run of the same prompt and completion in the
+    same repetition (measured close in time, so drift cancels), aggregated by a geometric mean with a
+    bootstrap interval. Items the baseline never ran (a workload grown to fill a batch) are not paired."""
+    for column, figure in SPEEDUPS.items():
+        row[column] = row[f"{column}_ci_low"] = row[f"{column}_ci_high"] = float("nan")
+        if row["status"] != "ok" or not baseline_calls:
+            continue
+        mine, base = per_item(calls, figure), per_item(baseline_calls, figure)
+        ratios = [mine[k] / base[k] for k in mine if k in base and base[k] > 0]
+        row[column] = geometric_mean(ratios)
+        row[f"{column}_ci_low"], row[f"{column}_ci_high"] = geometric_mean_ci(ratios)
 
 
 def output_records(row: dict, tokenizer, calls: list[Call]) -> list[dict]:

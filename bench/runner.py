@@ -1,11 +1,12 @@
 """The one benchmark loop every consumer (CLI, dashboard, tests, scripts) calls.
 
-    for event in run(config):   # Progress while working, RowDone after each row
+    for event in run(config):   # Progress while working, RowDone for each row
         ...
 
 It knows no method, engine or metric by name: for each model variant (quantization x attention) it
-loads the models once, then for each engine measures every point of the scenario, appends the row
-to the store and yields it. Tokenizing happens here, before any clock starts.
+loads the models once, hands every (engine, point) row of that variant to the scenario, which
+measures them interleaved, then adds paired speedups, appends the rows to the store and yields them.
+Tokenizing happens here, before any clock starts.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from decoding import BASELINE
 from engines import make_engine
 from metrics.memory import is_out_of_memory
 from scenarios import SCENARIOS
-from scenarios.context import Context, Progress, Stopped  # noqa: F401 (Progress, Stopped: part of the API)
+from scenarios.context import Context, Progress, Stopped
 
 SCENARIO = SCENARIOS["per_call"]
 
@@ -48,8 +49,9 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
     """Yields Progress and RowDone events; every RowDone row is already appended to the CSV."""
     run_id = run_id or datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     total, done = total_rows(config), 0
+    bandwidth = float("nan")
     for quantization, attention in variants(config):
-        yield Progress(f"loading {config.model} ({quantization}, {attention})", done, total)
+        yield Progress(f"loading {config.model} ({quantization}, {attention})", done, total, fraction=done / total)
         try:
             models = load_models(
                 config.model, config.draft_model if config.needs_draft() else None, device=config.device,
@@ -66,24 +68,33 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
                     yield RowDone(row)
             continue
         try:
+            if models.device.type == "cuda" and bandwidth != bandwidth:
+                from metrics.bandwidth import copy_bandwidth
+
+                bandwidth = copy_bandwidth(models.device)
             prompts = tokenize_prompts(models, config)
+            jobs = []
             for engine_name in config.engine:
                 ctx = Context(config, run_id, models, make_engine(engine_name, models), engine_name, prompts,
-                              stop_event, done, total)
-                baseline = None
-                for point in points(config):
-                    ctx.done_rows = done
-                    yield ctx.progress(f"{point.method} [{point.setting}] on {engine_name}", point)
-                    row = base_row(config, run_id, point, engine_name, quantization, attention, models)
-                    outputs = yield from SCENARIO.measure(ctx, point, row)
-                    if point.method == BASELINE and row["status"] == "ok":
-                        baseline = row
-                    add_speedups(row, baseline)
-                    store.append_row(config.results, row)
-                    store.append_outputs(config.results, outputs)
-                    done += 1
+                              stop_event, bandwidth)
+                jobs += [SCENARIO.Job(ctx, p, base_row(config, run_id, p, engine_name, quantization, attention, models))
+                         for p in points(config)]
+
+            def progress(message, job, fraction, done=done, rows=len(jobs)):
+                return Progress(message, done, total, job.point.method, job.point.setting, job.repetitions + 1,
+                                config.repetition_range()[1], (done + fraction * rows) / total)
+
+            try:
+                yield from SCENARIO.measure(jobs, progress)
+            except Stopped:
+                # Rows with at least one whole repetition are kept, saying how far they got; then stop.
+                for row, outputs in finish(jobs, stopped=True):
                     yield RowDone(row, outputs)
-                del ctx
+                raise
+            for row, outputs in finish(jobs):
+                done += 1
+                yield RowDone(row, outputs)
+            del jobs, ctx
         finally:
             del models
             gc.collect()
@@ -91,6 +102,27 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def finish(jobs: list, stopped: bool = False):
+    """Figures, paired speedups against the baseline row of the same engine, then the store; in point order."""
+    if stopped:  # a repetition cut short would weigh its units unevenly: only whole ones count
+        for job in jobs:
+            job.calls = [c for c in job.calls if c.repetition < job.repetitions]
+    outputs = {id(job): SCENARIO.finish(job) for job in jobs if not stopped or job.repetitions}
+    baselines = {job.ctx.engine_name: job for job in jobs
+                 if job.point.method == BASELINE and job.row["status"] == "ok" and job.calls}
+    for job in jobs:
+        if id(job) not in outputs:
+            continue
+        baseline = baselines.get(job.ctx.engine_name)
+        add_speedups(job.row, job.calls, baseline.calls if baseline else None)
+        if stopped:
+            planned = job.ctx.config.repetition_range()[0]
+            job.row["notes"] = "; ".join(filter(None, [job.row["notes"], f"stopped after {job.repetitions} of "
+                                                                         f"{planned} repetitions"]))
+        store.append_result(job.ctx.config.results, job.row, outputs[id(job)])  # texts first, then the row
+        yield job.row, outputs[id(job)]
 
 
 def tokenize_prompts(models: LoadedModels, config: Config) -> list[list[int]]:

@@ -1,22 +1,29 @@
 """The metrics axis: each metric declares its CSV columns and summarizes a row's measured calls.
 
-Trackers are the metrics that also wrap every call as context managers (clock, memory counters);
-the others read what the engine returned. To add a metric, write its class and add it here: its
-columns reach the CSV, the README check and the dashboard through this list.
+    metric.columns                      the CSV columns it fills, in order
+    metric.summarize(calls, ctx, row)   -> {column: value}; row holds what earlier metrics filled
+
+Trackers are the metrics that also wrap every call as context managers (clock, memory counters,
+energy); the others read what the engine returned or what earlier metrics computed. To add a metric,
+write its class and add it here: its columns reach the CSV, the README check and the dashboard
+through this list.
 """
+from metrics.bandwidth import Bandwidth
 from metrics.drafts import DraftCounts
+from metrics.energy import EnergyMeter
 from metrics.memory import PeakMemory
 from metrics.timing import CallTimer
 from metrics.tokens import TokenCounts
 
-METRICS = (TokenCounts, CallTimer, PeakMemory, DraftCounts)  # in CSV column order
-# Entered last to first around a call: CallTimer sits closest to it, so no other tracker's work is timed.
-TRACKERS = (CallTimer, PeakMemory)
+METRICS = (TokenCounts, CallTimer, PeakMemory, EnergyMeter, DraftCounts, Bandwidth)  # CSV column order
+# Entered last to first around a call: CallTimer sits closest to it, so no other tracker's work is timed,
+# and the energy counter is read after the timer's synchronize.
+TRACKERS = (CallTimer, PeakMemory, EnergyMeter)
 COLUMNS = [c for m in METRICS for c in m.columns]
 
 
-def summarize(calls) -> dict:
-    out = {}
+def summarize(calls, ctx=None, row: dict | None = None) -> dict:
+    out = dict(row or {})
     for metric in METRICS:
-        out.update(metric.summarize(calls))
-    return out
+        out.update(metric.summarize(calls, ctx, out))
+    return {c: out[c] for c in COLUMNS}

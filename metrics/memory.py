@@ -30,7 +30,7 @@ class PeakMemory:
 
 
     @staticmethod
-    def summarize(calls) -> dict:
+    def summarize(calls, ctx=None, row=None) -> dict:
         """The largest figure of any measured call: memory has to fit the worst call, not the typical one."""
         memories = [call.tracker(PeakMemory) for call in calls]
         return {

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from metrics.stats import median, percentile, stdev
+from metrics.stats import bootstrap_ci, half_width_ratio, median, percentile, stdev
 
 
 def synchronize(device: torch.device) -> None:
@@ -23,24 +23,37 @@ class CallTimer:
         t.latency_s, t.ttft_s
     """
 
+    # Every median has its 95% bootstrap interval beside it; p90 needs 10 calls, std two.
     columns = (
-        "latency_ms_median", "latency_ms_p90", "latency_ms_std", "ttft_ms_median", "ttft_ms_p90",
-        "tpot_ms_median", "tpot_ms_p90", "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_std",
-        "aggregate_tokens_per_s_median", "aggregate_tokens_per_s_std",
+        "latency_ms_median", "latency_ms_ci_low", "latency_ms_ci_high", "latency_ms_p90", "latency_ms_std",
+        "ttft_ms_median", "ttft_ms_ci_low", "ttft_ms_ci_high", "ttft_ms_p90",
+        "tpot_ms_median", "tpot_ms_ci_low", "tpot_ms_ci_high", "tpot_ms_p90",
+        "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_ci_low", "tokens_per_s_per_sequence_ci_high",
+        "tokens_per_s_per_sequence_std",
+        "aggregate_tokens_per_s_median", "aggregate_tokens_per_s_ci_low", "aggregate_tokens_per_s_ci_high",
+        "aggregate_tokens_per_s_std", "device_ms_median", "unstable",
     )
+    UNSTABLE = 0.10  # a CI half-width above 10% of the median: the figure is noise-dominated
 
     def __init__(self, device: torch.device, stop_event: threading.Event | None = None):
         self.device = device
         self.stop_event = stop_event
         self.start = self.end = self.first = None
+        self.events = None
+        if device.type == "cuda":  # device time beside wall time: the GPU's own view of the same call
+            self.events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
 
     def __enter__(self) -> "CallTimer":
         # Work queued before the call (weights moved, inputs copied) must not count in its latency.
         synchronize(self.device)
         self.start = time.perf_counter()
+        if self.events:
+            self.events[0].record()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.events:
+            self.events[1].record()
         synchronize(self.device)
         self.end = time.perf_counter()
 
@@ -60,28 +73,42 @@ class CallTimer:
     def ttft_s(self) -> float:
         return float("nan") if self.first is None else self.first - self.start
 
+    @property
+    def device_ms(self) -> float:
+        return self.events[0].elapsed_time(self.events[1]) if self.events else float("nan")
+
 
     @staticmethod
-    def summarize(calls) -> dict:
-        """Medians and spread over the measured calls (each with .generation and .tracker(CallTimer))."""
-        latencies, ttfts, tpots, per_seq, aggregate = [], [], [], [], []
+    def summarize(calls, ctx=None, row=None) -> dict:
+        """Medians with bootstrap intervals over the measured calls. Per-sequence speed is resampled by call:
+        the sequences of one batched call share its latency, so they are one draw, not several."""
+        latencies, ttfts, tpots, per_seq, aggregate, device = [], [], [], [], [], []
         for call in calls:
             timer, new_tokens = call.tracker(CallTimer), call.generation.new_tokens
-            latencies.append(timer.latency_s)
-            ttfts.append(timer.ttft_s)
+            latencies.append(timer.latency_s * 1000)
+            ttfts.append(timer.ttft_s * 1000)
             # Decode steps run as long as the longest sequence of the call.
-            tpots.append(time_per_output_token(timer.latency_s, timer.ttft_s, max(new_tokens)))
-            per_seq += [n / timer.latency_s for n in new_tokens]
+            tpots.append(time_per_output_token(timer.latency_s, timer.ttft_s, max(new_tokens)) * 1000)
+            per_seq.append([n / timer.latency_s for n in new_tokens])
             aggregate.append(sum(new_tokens) / timer.latency_s)
-        ms = 1000.0
-        return {
-            "latency_ms_median": median(latencies) * ms, "latency_ms_p90": percentile(latencies, 90) * ms,
-            "latency_ms_std": stdev(latencies) * ms,
-            "ttft_ms_median": median(ttfts) * ms, "ttft_ms_p90": percentile(ttfts, 90) * ms,
-            "tpot_ms_median": median(tpots) * ms, "tpot_ms_p90": percentile(tpots, 90) * ms,
-            "tokens_per_s_per_sequence_median": median(per_seq), "tokens_per_s_per_sequence_std": stdev(per_seq),
-            "aggregate_tokens_per_s_median": median(aggregate), "aggregate_tokens_per_s_std": stdev(aggregate),
-        }
+            device.append(timer.device_ms)
+        out = {}
+        for name, values, groups in (("latency_ms", latencies, None), ("ttft_ms", ttfts, None),
+                                     ("tpot_ms", tpots, None),
+                                     ("tokens_per_s_per_sequence", [v for g in per_seq for v in g], per_seq),
+                                     ("aggregate_tokens_per_s", aggregate, None)):
+            out[f"{name}_median"] = median(values)
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_ci(groups or [[v] for v in values])
+        out.update({
+            "latency_ms_p90": percentile(latencies, 90), "latency_ms_std": stdev(latencies),
+            "ttft_ms_p90": percentile(ttfts, 90), "tpot_ms_p90": percentile(tpots, 90),
+            "tokens_per_s_per_sequence_std": stdev([v for g in per_seq for v in g]),
+            "aggregate_tokens_per_s_std": stdev(aggregate), "device_ms_median": median(device),
+        })
+        spread = half_width_ratio(out["tokens_per_s_per_sequence_median"], out["tokens_per_s_per_sequence_ci_low"],
+                                  out["tokens_per_s_per_sequence_ci_high"])
+        out["unstable"] = bool(spread > CallTimer.UNSTABLE) if spread == spread else ""
+        return out
 
 
 def time_per_output_token(latency_s: float, ttft_s: float, new_tokens: int) -> float:

@@ -6,7 +6,7 @@ class TokenCounts:
     columns = ("prompt_tokens", "new_tokens")
 
     @staticmethod
-    def summarize(calls) -> dict:
+    def summarize(calls, ctx=None, row=None) -> dict:
         prompt, new = [], []
         for call in calls:
             prompt += call.unit.attention_mask.sum(dim=1).tolist()

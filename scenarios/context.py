@@ -18,6 +18,7 @@ class Progress:
     setting: str = ""
     repetition: int = 0
     repetitions: int = 0
+    fraction: float | None = None  # of the whole run, when known (interleaved rows finish together)
 
 
 @dataclass
@@ -31,12 +32,7 @@ class Context:
     engine_name: str
     prompts: list[list[int]]  # token ids of each prompt, tokenized before any clock starts
     stop_event: threading.Event | None = None
-    done_rows: int = 0  # rows finished in the whole run, for progress
-    total_rows: int = 0
-
-    def progress(self, message: str, point=None, repetition: int = 0) -> Progress:
-        return Progress(message, self.done_rows, self.total_rows, getattr(point, "method", ""),
-                        getattr(point, "setting", ""), repetition, self.config.repetitions if repetition else 0)
+    copy_bandwidth: float = float("nan")  # bytes/s, measured once per run on a GPU (for MBU)
 
 
 def check_stop(stop_event: threading.Event | None) -> None:

@@ -32,7 +32,9 @@ def test_every_method_gives_an_ok_row_with_honest_figures(tmp_path):
     assert spec["drafted_tokens"] > 0 and 0 <= spec["acceptance_rate"] <= 1
     assert spec["mean_accepted_tokens"] >= 1
     for r in rows:
-        assert r["latency_ms_p90"] >= r["latency_ms_median"] > r["ttft_ms_median"] > 0
+        assert r["latency_ms_median"] > r["ttft_ms_median"] > 0
+        assert r["latency_ms_ci_low"] <= r["latency_ms_median"] <= r["latency_ms_ci_high"]
+        assert r["latency_ms_p90"] != r["latency_ms_p90"] if r["calls"] < 10 else r["latency_ms_p90"] >= r["latency_ms_median"]
         assert r["torch_version"] == torch.__version__ and r["hostname"]
 
     df = store.load_rows(config.results)
@@ -72,6 +74,7 @@ def test_prompt_length_fixes_the_prompt_tokens(tmp_path):
 
 
 def test_stop_event_keeps_finished_rows(tmp_path):
+    """Rows of one variant are measured interleaved; Stop keeps every row with a whole repetition."""
     import threading
 
     stop = threading.Event()
@@ -82,9 +85,10 @@ def test_stop_event_keeps_finished_rows(tmp_path):
         for event in events:
             if isinstance(event, bench.runner.RowDone):
                 finished.append(event.row)
-                stop.set()  # the user clicks Stop after the first row
-    assert len(finished) == 1
-    assert pd.read_csv(config.results)["method"].tolist() == ["standard"]
+            elif event.repetition == 2:
+                stop.set()  # the user clicks Stop once the second repetition has begun
+    assert len(finished) == 3 and all("stopped after 1 of 2 repetitions" in r["notes"] for r in finished)
+    assert pd.read_csv(config.results)["method"].tolist() == ["standard", "nucleus", "batched"]
 
 
 def test_prompt_length_keeps_the_chat_template_whole(tmp_path, tiny_models):

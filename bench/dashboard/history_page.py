@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from bench import charts
+from bench import charts, store
 from bench.dashboard.chart_grid import chart_grid
 from bench.dashboard.context import UI_ONLY, Context
 from bench.dashboard.history import (FILTERS, HISTORY_COLUMNS, filter_choices, filter_rows, history_files,
@@ -78,5 +78,5 @@ class HistoryPage:
         df, _ = load_history(history_files(self.ctx.results_path, files))
         rows = filter_rows(df, self.selection(selected_values))
         path = self.ctx.export_file("history", ".csv")
-        rows.to_csv(path, index=False)
+        store.export_csv(rows, path)  # cells a spreadsheet would run as formulas are escaped
         return gr.update(value=str(path), visible=True, label=f"Filtered rows ({len(rows):,})")

@@ -28,10 +28,12 @@ IDLE = progress_html(0, "Idle", "Pick a preset or fill the form, then press Run.
 
 
 def event_progress(event: Progress) -> str:
-    """The bar names method, setting and repetition; it moves within a row as repetitions finish."""
+    """The bar names method, setting and repetition. Rows of one model variant are measured interleaved and
+    finish together, so the bar follows the runner's own fraction of the work done."""
     reps = event.repetitions or 1
-    fraction = (event.done_rows + (event.repetition - 1 if event.repetition else 0) / reps) / max(event.total_rows, 1)
-    parts = [f"row {min(event.done_rows + 1, event.total_rows)} of {event.total_rows}"]
+    fraction = event.fraction if event.fraction is not None else (
+        (event.done_rows + (event.repetition - 1 if event.repetition else 0) / reps) / max(event.total_rows, 1))
+    parts = [f"{event.done_rows} of {event.total_rows} rows done"]
     if event.method:
         parts.append(f"method {event.method}")
         parts.append(f"setting {event.setting}")

@@ -26,8 +26,8 @@ from bench.runner import Progress, RowDone, Stopped, points, run, total_rows
 STOP_EVENTS: dict[str, threading.Event] = {}
 
 # The CLI's summary columns (bench.report), speed first so it is visible without scrolling.
-TABLE_FIRST = ["method", "setting", "status", "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_std",
-               "speedup_vs_standard", "aggregate_tokens_per_s_median"]
+TABLE_FIRST = ["method", "setting", "status", "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence",
+               "unstable", "speedup_vs_standard", "aggregate_tokens_per_s_median"]
 TABLE_COLUMNS = sorted(report.COLUMNS, key=lambda c: TABLE_FIRST.index(c[0]) if c[0] in TABLE_FIRST else len(TABLE_FIRST))
 
 
@@ -35,12 +35,16 @@ def results_table(rows: pd.DataFrame | list[dict]) -> pd.DataFrame:
     """One line per row as numbers (so the browser sorts them right), errors in the last column."""
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=store.COLUMNS)
     out = pd.DataFrame()
+    records = df.to_dict("records")
     for key, header, fmt in TABLE_COLUMNS:
-        col = df[key] if key in df else pd.Series([None] * len(df))
+        if fmt in report.CELLS:  # intervals, marks and speedups rounded to their CI: text, as the CLI shows them
+            col = pd.Series([report.CELLS[fmt](r, key) for r in records], dtype=object)
+        else:
+            col = df[key] if key in df else pd.Series([None] * len(df))
         if "f}" in fmt:  # "{:.1f}" -> round to 1 digit
             digits = int(fmt.split(".")[1][0])
             col = pd.to_numeric(col, errors="coerce").round(digits)
-        out[header.replace("±", "tok/s/seq ±")] = col.reset_index(drop=True)
+        out[{"95% CI": "tok/s/seq 95% CI", "!": "unstable"}.get(header, header)] = col.reset_index(drop=True)
     out["error"] = df["error"].fillna("").astype(str).to_numpy() if "error" in df else ""
     return out.astype(object).where(out.notna(), None)
 
