@@ -36,6 +36,7 @@ NUMERIC = [
     "aggregate_tokens_per_s_median", "aggregate_tokens_per_s_std", "latency_ms_median", "ttft_ms_median",
     "tpot_ms_median", "tpot_ms_p90",
     "peak_allocated_mib", "peak_reserved_mib", "speedup_vs_standard", "acceptance_rate", "mean_accepted_tokens",
+    "speedup_vs_standard_ci_low", "speedup_vs_standard_ci_high", "predicted_speedup", "draft_step_ratio",
     "drafted_tokens",
 ]
 UNKNOWN_COLOR = "#94a3b8"  # rows of a method this checkout no longer has (old CSVs in History)
@@ -333,7 +334,67 @@ def batch_throughput(df: pd.DataFrame) -> go.Figure:
 
 # name -> figure function, in the order the dashboard lays them out (two per row); the names become
 # elem_ids (chart-tokens, history-chart-tokens, ...), which the browser test and users' scripts select.
+def acceptance_by_position(df: pd.DataFrame) -> go.Figure:
+    """For draft positions 1..k, the share of rounds whose draft there was accepted: where a draft stops
+    being useful, which is what picks k."""
+    title = "Acceptance by draft position (drafting methods)"
+    d = prepare(df)
+    if d.empty or "acceptance_by_position" not in d:
+        return empty(title, "no speculative or prompt-lookup rows")
+    d = d[d["method"].isin(methods_that("drafts")) & d["acceptance_by_position"].notna()]
+    d = d[d["acceptance_by_position"].astype(str).str.len() > 0]
+    if d.empty:
+        return empty(title, "no per-position acceptance in these rows")
+    fig = go.Figure()
+    several = d["run"].nunique() > 1
+    for i, row in enumerate(d.to_dict("records")):
+        rates = [float(x) * 100 for x in str(row["acceptance_by_position"]).split("|")]
+        fig.add_scatter(
+            x=list(range(1, len(rates) + 1)), y=rates, mode="lines+markers",
+            name=row["label"] + (f" · {row['run']}" if several else ""),
+            line=dict(color=RUN_COLORS[i % len(RUN_COLORS)] if len(d) > 1 else method_color(row["method"]), width=2),
+            hovertext=[f"<b>position {p}: {r:.1f} % accepted</b><br>{row['hover']}" for p, r in
+                       enumerate(rates, 1)], hovertemplate="%{hovertext}<extra></extra>")
+    fig = style(fig, title, "% of rounds offering it", "draft position")
+    fig.update_yaxes(range=[0, 105])
+    fig.update_xaxes(dtick=1, tickangle=0)
+    return fig
+
+
+def predicted_vs_measured(df: pd.DataFrame) -> go.Figure:
+    """Measured paired speedup beside Leviathan et al.'s prediction from the same row's acceptance and
+    draft/target step-time ratio: a large gap says the time goes somewhere the model leaves out."""
+    title = "Speculative speedup: measured (bar, 95% CI) vs predicted (diamond)"
+    d = prepare(df)
+    if d.empty or "predicted_speedup" not in d:
+        return empty(title, "no speculative or prompt-lookup rows")
+    d["predicted_speedup"] = pd.to_numeric(d["predicted_speedup"], errors="coerce")
+    d = d[d["method"].isin(methods_that("drafts")) & d["speedup_vs_standard"].notna()]
+    if d.empty:
+        return empty(title, f"needs drafting rows and the {BASELINE} method in the run")
+    fig = go.Figure()
+    for trace in bars(d, "speedup_vs_standard", fmt=".2f", unit="×", ci="speedup_vs_standard"):
+        trace.offsetgroup = trace.name
+        fig.add_trace(trace)
+    for i, run in enumerate(dict.fromkeys(d["run"])):
+        part = d[d["run"] == run]
+        fig.add_scatter(x=part["label"], y=part["predicted_speedup"], mode="markers", name="predicted",
+                        legendgroup="predicted", showlegend=i == 0, offsetgroup=run,
+                        marker=dict(symbol="diamond", size=11, color="#0f172a"),
+                        hovertext=[f"<b>predicted {v:.2f}×</b> (c = {c:.2f})<br>{h}" if pd.notna(v) else h
+                                   for v, c, h in zip(part["predicted_speedup"],
+                                                      pd.to_numeric(part.get("draft_step_ratio"), errors="coerce"),
+                                                      part["hover"])],
+                        hovertemplate="%{hovertext}<extra></extra>")
+    fig.add_hline(y=1.0, line_dash="dot", line_color="#475569")
+    fig.update_layout(barmode="group")
+    fig = style(fig, title, f"× {BASELINE}")
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
 FIGURES = {
     "tokens": tokens_per_s, "latency": latency, "tpot": time_per_output_token, "memory": memory,
-    "speedup": speedup, "acceptance": acceptance, "batch": batch_throughput,
+    "speedup": speedup, "acceptance": acceptance, "positions": acceptance_by_position,
+    "predicted": predicted_vs_measured, "batch": batch_throughput,
 }
