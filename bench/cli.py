@@ -69,7 +69,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="dashboard host (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="dashboard port (default 7860)")
     p.add_argument("--share", action="store_true", help="dashboard: public share link (needs --auth)")
-    p.add_argument("--auth", help="dashboard login USER:PASSWORD (or env BENCH_AUTH)")
+    p.add_argument("--auth", help="dashboard login USER:PASSWORD (visible in ps: prefer env BENCH_AUTH or --auth-file)")
+    p.add_argument("--auth-file", help="dashboard login: a file holding USER:PASSWORD")
+    p.add_argument("--allow-model", action="append", metavar="ID",
+                   help="with --share: a model remote users may run besides the presets' (repeatable)")
     return p
 
 
@@ -126,7 +129,7 @@ def main(argv=None) -> int:
             from bench.dashboard import launch
 
             return launch(data, results=data.pop("results", None), host=args.host, port=args.port,
-                          share=args.share, auth=args.auth)
+                          share=args.share, auth=args.auth, auth_file=args.auth_file, allow_models=args.allow_model)
         config = Config.from_dict(data)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

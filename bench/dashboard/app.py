@@ -1,14 +1,16 @@
 """The dashboard as one gradio app: the four pages in tabs, the queue, the one-run lock, and serving it."""
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from pathlib import Path
 
 import gradio as gr
 
+from starlette.middleware import Middleware
+
 from bench.config import Config, ConfigError, default_of
+from bench.dashboard.access import LoginThrottle, allow_list, read_login
 from bench.dashboard.context import Context
 from bench.dashboard.form import check
 from bench.dashboard.history_page import HistoryPage
@@ -21,6 +23,7 @@ from decoding import METHODS
 # serialises the code behind it, in case two apps share the process or a queue setting changes.
 RUN_LOCK = threading.Lock()
 CSS = Path(__file__).with_name("style.css").read_text()
+JS = Path(__file__).with_name("resize.js").read_text()  # figures drawn in a hidden tab fit their card when shown
 THEME = gr.themes.Soft(primary_hue="blue", neutral_hue="slate")
 
 
@@ -30,13 +33,15 @@ def intro() -> str:
     return f"# Decoding benchmark\nCompare {listed} decoding on speed, latency and memory."
 
 
-def build_app(results_path: str | Path = "results/runs.csv", initial: dict | None = None) -> gr.Blocks:
+def build_app(results_path: str | Path = "results/runs.csv", initial: dict | None = None,
+              allowed_models: frozenset[str] | None = None) -> gr.Blocks:
     """The dashboard as a Blocks app (queued, API closed) writing rows to results_path.
 
-    initial: config keys to prefill the form with (e.g. from CLI flags). Launch it with `serve()`,
+    initial: config keys to prefill the form with (e.g. from CLI flags). allowed_models: the only models a
+    run may load (a shared dashboard), None for any. Launch it with `serve()`,
     or with `.launch(**launch_options(app))` to keep its look and download folder.
     """
-    ctx = Context(Path(results_path).resolve(), RUN_LOCK)
+    ctx = Context(Path(results_path).resolve(), RUN_LOCK, allowed_models=allowed_models)
     with gr.Blocks(title="Decoding benchmark", analytics_enabled=False) as demo:
         gr.Markdown(intro(), elem_id="bench-title")
         with gr.Tabs(elem_id="tabs"):
@@ -57,44 +62,44 @@ def launch_options(demo: gr.Blocks) -> dict:
     """launch() arguments every launch of the dashboard needs: look, and the one folder it may serve."""
     exports = Path(demo.bench_results_path).parent / "exports"
     exports.mkdir(parents=True, exist_ok=True)
-    return dict(theme=THEME, css=CSS, allowed_paths=[str(exports)])
+    return dict(theme=THEME, css=CSS, js=JS, allowed_paths=[str(exports)])
 
 
 def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
           auth: tuple[str, str] | None = None, **kwargs):
-    return demo.launch(server_name=host, server_port=port, share=share, auth=auth, **launch_options(demo), **kwargs)
+    # The throttle wraps the whole server, so it sees each login's client and answer before gradio does.
+    throttle = {"middleware": [Middleware(LoginThrottle)]} if auth else {}
+    return demo.launch(server_name=host, server_port=port, share=share, auth=auth, app_kwargs=throttle,
+                       **launch_options(demo), **kwargs)
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
     """--auth USER:PASSWORD, else env BENCH_AUTH; raises ConfigError with one line when malformed."""
-    source = "--auth" if text else "BENCH_AUTH"
-    text = text or os.environ.get("BENCH_AUTH")
-    if not text:
-        return None
-    user, sep, password = text.partition(":")
-    if not sep or not user or not password:
-        raise ConfigError(f"{source} must be USER:PASSWORD with both parts non-empty")
-    return user, password
+    return read_login(text, None)[0]
 
 
 def launch(initial: dict, results: str | None, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           auth: str | None = None) -> int:
+           auth: str | None = None, auth_file: str | None = None, allow_models: list[str] | None = None) -> int:
     """`python app.py` without --preset/--config: serve until Ctrl-C. initial: config keys from the CLI's
-    flags to prefill the form; auth: the raw --auth text. Startup errors print one line on stderr, return 2."""
+    flags to prefill the form; auth: the raw --auth text; auth_file: a file holding USER:PASSWORD;
+    allow_models: models remote users may run besides the presets' (with share). Startup errors print one
+    line on stderr and return 2."""
     initial = dict(initial or {})
     results = results or initial.pop("results", None) or default_of(Config.__dataclass_fields__["results"])
     initial.pop("results", None)  # the app's results file is fixed; the form shows it, never edits it
     try:
-        login = parse_auth(auth)
+        login, warning = read_login(auth, auth_file)
         if share and login is None:
             raise ConfigError("--share makes the dashboard public and anyone with the link could run jobs: "
-                              "add --auth USER:PASSWORD (or set BENCH_AUTH=USER:PASSWORD)")
+                              "set BENCH_AUTH=USER:PASSWORD or --auth-file FILE (or --auth USER:PASSWORD)")
+        if warning:
+            print(warning, file=sys.stderr)
         if initial and (message := check(initial | {"results": results})):
             raise ConfigError(message)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    demo = build_app(results, initial=initial)
+    demo = build_app(results, initial=initial, allowed_models=allow_list(allow_models) if share else None)
     try:
         # quiet: gradio's own hints name launch() arguments, not our flags; it still prints the share link.
         serve(demo, host=host, port=port, share=share, auth=login, prevent_thread_lock=True, quiet=True)

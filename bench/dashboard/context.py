@@ -15,6 +15,7 @@ UI_ONLY = dict(concurrency_limit=None, api_visibility="private")
 class Context:
     results_path: Path  # absolute; pinned for the app's lifetime, since History and downloads read its folder
     run_lock: threading.Lock
+    allowed_models: frozenset[str] | None = None  # a shared dashboard's allow-list (access.py); None: any model
     # run_id -> prompt texts: outputs.jsonl stores prompt indices only, so Samples learns the texts from Run.
     run_prompts: dict[str, list[str]] = field(default_factory=dict)
 

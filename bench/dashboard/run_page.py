@@ -20,6 +20,7 @@ from bench.dashboard.form import build_form, check, form_dict, form_values
 from bench.dashboard.html import IDLE, error_md, errors_md, event_progress, progress_html, run_failed_md
 from bench.dashboard.results_page import ResultsPage
 from bench.rows import one_line
+from bench.dashboard.access import check_model_access
 from bench.runner import Progress, RowDone, Stopped, points, run, total_rows
 
 # session hash -> stop event of that session's running benchmark; Stop only stops your own run.
@@ -173,6 +174,8 @@ class RunPage:
         if isinstance(data, dict):
             data["results"] = str(results_path)  # rows always go where History and downloads look
         try:
+            if problem := check_model_access(data, self.ctx.allowed_models):  # before anything looks at the disk
+                raise ConfigError(problem)
             config = Config.from_dict(data)
         except ConfigError as e:
             yield {self.config_error: error_md(str(e)), self.run_btn: gr.update(interactive=True),
