@@ -133,12 +133,26 @@ class Config:
                     continue
                 if mid and (why := check_available(mid, self.random_weights)):
                     raise ConfigError(f"config key '{key}': model '{mid}' cannot be found: {why}")
-                if mid and (why := check_context(mid, self.random_weights, self.prompt_length or None,
+                if mid and (why := check_context(mid, self.random_weights, self.longest_prompt(mid),
                                                  self.max_new_tokens)):
                     raise ConfigError(why)
 
     def settings(self) -> Settings:
         return Settings(**{f.name: getattr(self, f.name) for f in fields(Settings)})
+
+    def longest_prompt(self, model_id: str) -> int | None:
+        """Tokens of the longest prompt as the run will send it (chat template included), from the model's
+        tokenizer alone; None when the tokenizer cannot be read (the model check says why)."""
+        if self.prompt_length:
+            return self.prompt_length
+        from bench.models import load_tokenizer
+        from bench.prompts import tokenize_prompts
+
+        try:
+            tokenizer, _ = load_tokenizer(model_id, self.random_weights)
+        except Exception:
+            return None
+        return max(len(ids) for ids in tokenize_prompts(tokenizer, self))
 
     def repetition_range(self) -> tuple[int, int]:
         """(fewest, most) measured repetitions per row."""

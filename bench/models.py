@@ -226,5 +226,8 @@ def check_context(model_id: str, random_weights: bool, prompt_tokens_max: int | 
         return None
     plus = f" plus a prompt of up to {prompt_tokens_max} tokens" if prompt_tokens_max else ""
     fix = "lower max_new_tokens or prompt_length" if prompt_tokens_max else "lower max_new_tokens"
-    return (f"config key 'max_new_tokens': {max_new_tokens} new tokens{plus} exceed {model_id}'s context of "
+    key = "max_new_tokens"
+    if prompt >= context:  # the prompt alone does not fit: that is the setting to change
+        key, fix = "prompts", "shorten the prompts or set prompt_length"
+    return (f"config key '{key}': {max_new_tokens} new tokens{plus} exceed {model_id}'s context of "
             f"{context} tokens (max_position_embeddings); {fix}")

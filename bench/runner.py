@@ -11,7 +11,6 @@ Tokenizing happens here, before any clock starts.
 from __future__ import annotations
 
 import gc
-import math
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from datetime import datetime
 
 from bench import store
 from bench.config import Config
-from bench.models import LoadedModels, load_models
+from bench.models import load_models
+from bench.prompts import tokenize_prompts
 from bench.rows import add_speedups, base_row, one_line
 from bench.variants import variants
 from decoding import BASELINE
@@ -72,7 +72,7 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
                 from metrics.bandwidth import copy_bandwidth
 
                 bandwidth = copy_bandwidth(models.device)
-            prompts = tokenize_prompts(models, config)
+            prompts = tokenize_prompts(models.tokenizer, config)
             jobs = []
             for engine_name in config.engine:
                 ctx = Context(config, run_id, models, make_engine(engine_name, models), engine_name, prompts,
@@ -123,29 +123,6 @@ def finish(jobs: list, stopped: bool = False):
                                                                          f"{planned} repetitions"]))
         store.append_result(job.ctx.config.results, job.row, outputs[id(job)])  # texts first, then the row
         yield job.row, outputs[id(job)]
-
-
-def tokenize_prompts(models: LoadedModels, config: Config) -> list[list[int]]:
-    """Token ids of each prompt, chat template applied when the tokenizer has one. With prompt_length N
-    the user text is cut or repeated so that the whole prompt, template included, is exactly N tokens."""
-    tok = models.tokenizer
-    templated = config.chat_template and getattr(tok, "chat_template", None)
-    prefix, suffix = [], []
-    if templated:
-        marker = "\u2063PROMPT\u2063"  # split the template around the user text, so it is never cut
-        text = tok.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
-                                       add_generation_prompt=True, enable_thinking=False)
-        before, after = text.split(marker)
-        prefix = tok(before, add_special_tokens=False).input_ids
-        suffix = tok(after, add_special_tokens=False).input_ids
-    out = []
-    for prompt in config.prompts:
-        body = tok(prompt, add_special_tokens=not templated).input_ids
-        if config.prompt_length:
-            n = max(1, config.prompt_length - len(prefix) - len(suffix))
-            body = (body * math.ceil(n / len(body)))[:n]
-        out.append(prefix + body + suffix)
-    return out
 
 
 def run_all(config: Config, stop_event: threading.Event | None = None) -> list[dict]:

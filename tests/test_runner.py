@@ -94,7 +94,7 @@ def test_stop_event_keeps_finished_rows(tmp_path):
 def test_prompt_length_keeps_the_chat_template_whole(tmp_path, tiny_models):
     import dataclasses
 
-    from bench.runner import tokenize_prompts
+    from bench.prompts import tokenize_prompts
 
     tokenizer = tiny_models.tokenizer
     template = "{% for m in messages %}<|im_end|>user: {{ m['content'] }}<|im_end|>{% endfor %}assistant:"
@@ -102,7 +102,7 @@ def test_prompt_length_keeps_the_chat_template_whole(tmp_path, tiny_models):
     try:
         models = dataclasses.replace(tiny_models, tokenizer=tokenizer)
         config = tiny_config(tmp_path, prompts=["Hi", "Explain speculative decoding in detail please"], prompt_length=30)
-        ids = tokenize_prompts(models, config)
+        ids = tokenize_prompts(models.tokenizer, config)
         suffix = tokenizer("<|im_end|>assistant:", add_special_tokens=False).input_ids
         for prompt_ids in ids:
             assert len(prompt_ids) == 30
