@@ -393,8 +393,36 @@ def predicted_vs_measured(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def quality_vs_speed(df: pd.DataFrame) -> go.Figure:
+    """What each row writes against how fast: the reference model's NLL of the text (lower = more likely
+    text) over per-sequence speed. Greedy, its lossless speedups and batching share one NLL; sampling,
+    beams and quantization move along the y axis, so the trade is visible at a glance."""
+    title = "Quality vs speed: target NLL per token (lower = likelier) against tokens/s per sequence"
+    d = prepare(df)
+    if d.empty or "target_nll" not in d:
+        return empty(title, "no finished rows yet")
+    d["target_nll"] = pd.to_numeric(d["target_nll"], errors="coerce")
+    d = d[d["target_nll"].notna() & d["tokens_per_s_per_sequence_median"].notna()]
+    if d.empty:
+        return empty(title, "no quality figures in these rows")
+    fig = go.Figure()
+    several = d["run"].nunique() > 1
+    for method, part in d.groupby("method", sort=False):
+        fig.add_scatter(
+            x=part["tokens_per_s_per_sequence_median"], y=part["target_nll"], mode="markers", name=str(method),
+            marker=dict(size=11, color=method_color(method), line=dict(width=1, color="#0f172a"),
+                        symbol=[["circle", "square", "diamond", "cross"][list(dict.fromkeys(d["run"])).index(r) % 4]
+                                for r in part["run"]] if several else "circle"),
+            hovertext=[f"<b>{lab}</b><br>NLL {y:.3f} · {x:.1f} tok/s<br>{h}" for lab, x, y, h in
+                       zip(part["label"], part["tokens_per_s_per_sequence_median"], part["target_nll"], part["hover"])],
+            hovertemplate="%{hovertext}<extra></extra>")
+    fig = style(fig, title, "target NLL per token", "tokens/s per sequence")
+    fig.update_xaxes(rangemode="tozero", tickangle=0)
+    return fig
+
+
 FIGURES = {
     "tokens": tokens_per_s, "latency": latency, "tpot": time_per_output_token, "memory": memory,
     "speedup": speedup, "acceptance": acceptance, "positions": acceptance_by_position,
-    "predicted": predicted_vs_measured, "batch": batch_throughput,
+    "predicted": predicted_vs_measured, "quality": quality_vs_speed, "batch": batch_throughput,
 }

@@ -72,6 +72,7 @@ class Config:
     min_repetitions: int = option(3, "adaptive protocol (target_ci > 0): repetitions before the CI is first checked", "int", lo=2, hi=1000)
     max_repetitions: int = option(20, "adaptive protocol (target_ci > 0): repetitions after which a row stops, narrow or not", "int", lo=2, hi=1000)
     seed: int = option(0, "seed for sampling methods and random weights", "int", lo=0, hi=2**31 - 1)
+    heldout_text: str | None = option(None, "text file the heldout_ppl column scores each variant's target on; null: a short bundled text", "optstr")
     results: str = option("results/runs.csv", "CSV the rows are appended to; outputs.jsonl goes beside it", "str")
 
     @classmethod
@@ -114,6 +115,8 @@ class Config:
         if self.target_ci and self.min_repetitions > self.max_repetitions:
             raise ConfigError(f"config key 'min_repetitions' ({self.min_repetitions}) must be at most "
                               f"max_repetitions ({self.max_repetitions})")
+        if self.heldout_text and not Path(self.heldout_text).is_file():
+            raise ConfigError(f"config key 'heldout_text': '{self.heldout_text}' is not a file; give a text file or null")
         if not str(self.results).endswith(".csv"):
             raise ConfigError(f"config key 'results' must be a path ending in .csv, got '{self.results}'")
         for name in self.engine:

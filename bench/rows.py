@@ -23,7 +23,7 @@ SETTINGS = [
 ]
 DERIVED = ["speedup_vs_standard", "speedup_vs_standard_ci_low", "speedup_vs_standard_ci_high",
            "throughput_vs_standard", "throughput_vs_standard_ci_low", "throughput_vs_standard_ci_high",
-           "warmup_s", "compile_s", "notes"]
+           "greedy_match", "first_divergence", "warmup_s", "compile_s", "notes"]
 ENVIRONMENT = [
     "device_name", "device_memory_gib", "gpu_count", "torch_version", "transformers_version",
     "bitsandbytes_version", "cuda_version", "python_version", "hostname",

@@ -22,9 +22,10 @@ from bench.models import load_models
 from bench.prompts import tokenize_prompts
 from bench.rows import add_speedups, base_row, one_line
 from bench.variants import variants
-from decoding import BASELINE
+from decoding import BASELINE, METHODS
 from engines import make_engine
 from metrics.memory import is_out_of_memory
+from metrics.quality import against_baseline
 from scenarios import SCENARIOS
 from scenarios.context import Context, Progress, Stopped
 
@@ -49,7 +50,7 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
     """Yields Progress and RowDone events; every RowDone row is already appended to the CSV."""
     run_id = run_id or datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     total, done = total_rows(config), 0
-    bandwidth = float("nan")
+    once: dict = {}  # what a run measures or loads once: copy bandwidth, the unquantized reference model
     for quantization, attention in variants(config):
         yield Progress(f"loading {config.model} ({quantization}, {attention})", done, total, fraction=done / total)
         try:
@@ -68,17 +69,7 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
                     yield RowDone(row)
             continue
         try:
-            if models.device.type == "cuda" and bandwidth != bandwidth:
-                from metrics.bandwidth import copy_bandwidth
-
-                bandwidth = copy_bandwidth(models.device)
-            prompts = tokenize_prompts(models.tokenizer, config)
-            jobs = []
-            for engine_name in config.engine:
-                ctx = Context(config, run_id, models, make_engine(engine_name, models), engine_name, prompts,
-                              stop_event, bandwidth)
-                jobs += [SCENARIO.Job(ctx, p, base_row(config, run_id, p, engine_name, quantization, attention, models))
-                         for p in points(config)]
+            jobs = make_jobs(config, run_id, models, quantization, attention, stop_event, once)
 
             def progress(message, job, fraction, done=done, rows=len(jobs)):
                 return Progress(message, done, total, job.point.method, job.point.setting, job.repetitions + 1,
@@ -94,7 +85,7 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
             for row, outputs in finish(jobs):
                 done += 1
                 yield RowDone(row, outputs)
-            del jobs, ctx
+            del jobs
         finally:
             del models
             gc.collect()
@@ -102,6 +93,41 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def make_jobs(config: Config, run_id: str, models, quantization: str, attention: str, stop_event, once: dict) -> list:
+    """One job per engine x point of this variant, sharing what every row of the variant needs."""
+    from pathlib import Path
+
+    from metrics.quality import HELDOUT, perplexity
+
+    if models.device.type == "cuda" and "bandwidth" not in once:
+        from metrics.bandwidth import copy_bandwidth
+
+        once["bandwidth"] = copy_bandwidth(models.device)
+    prompts = tokenize_prompts(models.tokenizer, config)
+    heldout = perplexity(models.target, models.tokenizer, Path(config.heldout_text or HELDOUT).read_text(),
+                         getattr(models.target.config, "max_position_embeddings", None))
+    jobs = []
+    for engine_name in config.engine:
+        ctx = Context(config, run_id, models, make_engine(engine_name, models), engine_name, prompts, stop_event,
+                      once.get("bandwidth", float("nan")), reference_model(config, models, quantization, once),
+                      heldout)
+        jobs += [SCENARIO.Job(ctx, p, base_row(config, run_id, p, engine_name, quantization, attention, models))
+                 for p in points(config)]
+    return jobs
+
+
+def reference_model(config: Config, models, quantization: str, once: dict):
+    """The unquantized, unmodified target that scores every text of the run (target_nll): the loaded target
+    itself, or for a quantized variant a full-precision copy loaded once per run."""
+    if quantization == "none":
+        return models.target
+    if "reference" not in once:
+        once["reference"] = load_models(config.model, None, device=config.device, dtype=config.dtype,
+                                        quantization="none", attention="sdpa",
+                                        random_weights=config.random_weights).target
+    return once["reference"]
 
 
 def finish(jobs: list, stopped: bool = False):
@@ -117,12 +143,24 @@ def finish(jobs: list, stopped: bool = False):
             continue
         baseline = baselines.get(job.ctx.engine_name)
         add_speedups(job.row, job.calls, baseline.calls if baseline else None)
+        if baseline and job.row["status"] == "ok":
+            add_greedy_match(job, baseline)
         if stopped:
             planned = job.ctx.config.repetition_range()[0]
             job.row["notes"] = "; ".join(filter(None, [job.row["notes"], f"stopped after {job.repetitions} of "
                                                                          f"{planned} repetitions"]))
         store.append_result(job.ctx.config.results, job.row, outputs[id(job)])  # texts first, then the row
         yield job.row, outputs[id(job)]
+
+
+def add_greedy_match(job, baseline) -> None:
+    """How many sequences equal the baseline's greedy text; a lossless method below 1.0 gets a warning note."""
+    job.row.update(against_baseline(job.calls, baseline.calls))
+    lossless = METHODS[job.point.method].drafts and not job.point.do_sample
+    if lossless and job.row["greedy_match"] < 1.0:
+        job.row["notes"] = "; ".join(filter(None, [
+            job.row["notes"], f"greedy_match {job.row['greedy_match']:.2f} below 1.0 for a lossless method: a bug "
+                              "in float32 (in bf16/fp16, kernels of different shapes may round differently)"]))
 
 
 def run_all(config: Config, stop_event: threading.Event | None = None) -> list[dict]:

@@ -33,6 +33,8 @@ class Context:
     prompts: list[list[int]]  # token ids of each prompt, tokenized before any clock starts
     stop_event: threading.Event | None = None
     copy_bandwidth: float = float("nan")  # bytes/s, measured once per run on a GPU (for MBU)
+    reference: object = None  # the unquantized target that scores every text (metrics/quality.py)
+    heldout_ppl: float = float("nan")  # this variant's target on the held-out text
 
 
 def check_stop(stop_event: threading.Event | None) -> None:

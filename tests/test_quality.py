@@ -1,0 +1,50 @@
+"""Quality beside speed: the degeneration measures by hand, NLL that ranks greedy above sampling, and the
+lossless check run in every run."""
+import math
+
+import pytest
+
+from bench.runner import run_all
+from conftest import tiny_config
+from metrics.quality import distinct_2, first_difference, repetition_rate
+
+
+def test_degeneration_measures_match_hand_counts():
+    assert distinct_2([1, 2, 1, 2, 1]) == pytest.approx(2 / 4)  # bigrams 12 21 12 21: two distinct of four
+    assert distinct_2([5, 6, 7]) == 1.0
+    assert math.isnan(distinct_2([3]))
+    # 4-grams of 1 2 3 4 1 2 3 4: 1234 2341 3412 4123 1234 -> one repeat of five
+    assert repetition_rate([1, 2, 3, 4, 1, 2, 3, 4]) == pytest.approx(1 / 5)
+    assert repetition_rate([9, 9, 9, 9, 9, 9]) == pytest.approx(2 / 3)  # 9999 x3: the last two repeat
+    assert math.isnan(repetition_rate([1, 2, 3]))
+    assert first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert first_difference([1, 2, 3], [1, 5, 3]) == 1
+    assert first_difference([1, 2], [1, 2, 3]) == 2
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("quality")
+    config = tiny_config(tmp, methods=["standard", "nucleus", "batched", "speculative", "prompt_lookup"],
+                         speculative_modes=["greedy"], temperature=1.0, top_p=1.0, completions_per_prompt=2,
+                         batch_sizes=[2], max_new_tokens=16, repetitions=1)
+    return {r["method"]: r for r in run_all(config)}
+
+
+def test_lossless_methods_match_greedy_and_sampling_does_not(rows):
+    for method in ("standard", "speculative", "prompt_lookup"):
+        assert rows[method]["greedy_match"] == 1.0, method
+        assert "below 1.0" not in rows[method]["notes"]
+    assert rows["nucleus"]["greedy_match"] < 1.0 and rows["nucleus"]["first_divergence"] >= 0
+
+
+def test_greedy_text_is_likelier_than_sampled_text_under_the_target(rows):
+    assert rows["standard"]["target_nll"] <= rows["nucleus"]["target_nll"]
+    assert rows["speculative"]["target_nll"] == pytest.approx(rows["standard"]["target_nll"])
+
+
+def test_quality_columns_on_every_row(rows):
+    for r in rows.values():
+        for column in ("target_nll", "distinct_2", "repetition_rate", "heldout_ppl", "greedy_match"):
+            assert r[column] == r[column], (r["method"], column)  # not NaN
+        assert r["heldout_ppl"] == rows["standard"]["heldout_ppl"]  # one figure per model variant
