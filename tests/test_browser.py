@@ -7,6 +7,7 @@ Never skipped: CI installs chromium with apt (no `playwright install`).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -158,3 +159,113 @@ def test_form_shows_cli_errors_loads_and_downloads_json(served, page, tmp_path):
     config = Config.from_dict(read_json(saved), check_models=False)
     assert config.model == "tiny/target" and config.batch_sizes == [1, 2, 6]
     assert [p.parent for p in (results.parent / "exports").glob("config-*.json")] == [results.parent / "exports"]
+
+
+# ------------------------------------------------------------------------------- regressions (issue 12)
+
+def load_config(page: Page, path: Path) -> None:
+    """Load JSON config: the form is filled from the file."""
+    with page.expect_file_chooser() as chooser:
+        page.click("#config-upload")
+    chooser.value.set_files(str(path))
+    page.wait_for_function("document.querySelector('#cfg-model input, #cfg-model textarea').value === 'tiny/target'")
+
+
+def small_config(tmp_path: Path, name: str = "small.json", **overrides) -> Path:
+    """The tiny preset with little work per row: a run of seconds."""
+    path = tmp_path / name
+    path.write_text(json.dumps(read_json(preset_path("tiny")) | dict(repetitions=1, max_new_tokens=8) | overrides))
+    return path
+
+
+def wait_finished(page: Page) -> str:
+    page.wait_for_selector("#run-progress .bench-progress.done, #run-progress .bench-progress.failed, "
+                           "#run-progress .bench-progress.stopped", timeout=RUN_TIMEOUT_MS)
+    return page.inner_text("#run-progress")
+
+
+CHART_WIDTHS = """names => names.map(name => {
+    const plot = document.querySelector(`#chart-${name} .js-plotly-plot`);
+    const svg = plot && plot.querySelector('.main-svg');
+    return {name, card: plot ? plot.getBoundingClientRect().width : 0, svg: svg ? svg.getBoundingClientRect().width : 0};
+})"""
+
+
+def test_results_charts_fit_their_cards_after_a_run_made_on_another_tab(served, page, tmp_path):
+    """Regression (issue 12, bug 1): Results opened before a run, the run made on the Run tab, then Results
+    opened: the charts drawn while hidden were 700 px wide in 600 px cards, their right edge cut off."""
+    url, results = served
+    page.goto(url)
+    page.wait_for_selector("#run-button")
+    open_tab(page, "Results")  # mounts the plots, so the run redraws them while their tab is hidden
+    page.wait_for_selector("#chart-tokens .js-plotly-plot .main-svg")
+    open_tab(page, "Run")
+    load_config(page, small_config(tmp_path))
+    page.click("#run-button")
+    assert "Done" in wait_finished(page)
+    open_tab(page, "Results")
+    page.wait_for_selector("#chart-tokens .js-plotly-plot .bars")
+    names = list(charts.FIGURES)
+    try:
+        page.wait_for_function(f"names => ({CHART_WIDTHS})(names).every(w => w.card > 100 && Math.abs(w.svg - w.card) <= 1)",
+                               arg=names, timeout=10_000)
+    except Exception:
+        pytest.fail(f"charts not the width of their cards: {page.evaluate(CHART_WIDTHS, names)}")
+
+
+def test_stop_cancels_a_queued_run_and_nothing_is_written(served, tmp_path):
+    """Regression (issue 12, bug 2): session B pressed Run while A's run held the benchmark, then Stop; B's
+    queue indicator went away but its run started after A's and wrote its rows. Now it never starts."""
+    url, results = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        a, b = browser.new_page(viewport=VIEWPORT), browser.new_page(viewport=VIEWPORT)
+        for page in (a, b):
+            page.goto(url)
+            page.wait_for_selector("#run-button")
+        load_config(a, small_config(tmp_path, "a.json", repetitions=3, max_new_tokens=32))
+        load_config(b, small_config(tmp_path, "b.json", methods=["standard"]))
+        a.click("#run-button")
+        a.wait_for_selector("#run-progress .bench-progress.running")
+        b.click("#run-button")
+        b.wait_for_selector("#run-progress:has-text('Waiting for the benchmark queue')")
+        assert a.query_selector("#run-progress .bench-progress.running"), "A finished before B could queue"
+        b.click("#stop-button")
+        b.wait_for_selector("#run-progress .bench-progress.stopped:has-text('Cancelled')")
+        assert "nothing" in b.inner_text("#run-progress")
+        b.wait_for_selector("#run-button:not([disabled])")  # B may press Run again at once
+        assert "Done" in wait_finished(a)
+        b.wait_for_timeout(3000)  # B's cancelled request left the queue after A's run; it never started
+        assert "Cancelled" in b.inner_text("#run-progress")
+        rows = store.load_rows(results)
+        assert rows["run_id"].nunique() == 1, rows[["run_id", "method"]]
+        assert set(rows["method"]) != {"standard"}  # A's rows, not B's
+        browser.close()
+
+
+def test_history_keeps_every_fast_tick_in_the_runs_filter(served, page, tmp_path):
+    """Regression (issue 12, bug 3): ticks about 250 ms apart in the Runs filter each reloaded the page and
+    wrote the filter back, so the response to one tick undid the next."""
+    from test_dashboard import synthetic_rows
+
+    url, results = served
+    results.parent.mkdir(parents=True, exist_ok=True)
+    synthetic_rows(10_000).to_csv(results, index=False)  # big enough that a reload takes longer than a tick
+    page.goto(url)
+    open_tab(page, "History")
+    page.wait_for_selector("#history-info:has-text('10,000')")
+    page.click("#history-filter-run input")
+    options = page.locator("[role=option]")
+    picked = [options.nth(i).inner_text().strip().lstrip("✓").strip().split(" · ")[0] for i in range(3)]
+    for i in range(3):
+        options.nth(i).click()
+        page.wait_for_timeout(250)
+    page.wait_for_function("document.querySelector('#history-info').innerText.includes('Charts compare 3 run')",
+                           timeout=20_000)
+    page.wait_for_timeout(1500)  # any late answer has arrived
+    chosen = page.evaluate("[...document.querySelectorAll('#history-filter-run .token')].map(e => e.innerText)")
+    assert [c.split(" · ")[0].strip() for c in chosen] == picked
+    assert "Charts compare 3 run" in page.inner_text("#history-info")
+    legend = page.text_content("#history-chart-tokens .legend")
+    assert all(run in legend for run in picked)

@@ -7,6 +7,7 @@ from dataclasses import Field, fields
 import gradio as gr
 
 from bench.config import Config, ConfigError, default_of
+from bench.devices import cuda_problem
 
 SECTIONS = {  # section -> rows of field names; a field missing here lands in "More settings"
     "Models": [["model", "draft_model"], ["dtype", "device", "engine"], ["quantization", "attention"],
@@ -107,12 +108,13 @@ def form_values(data: dict, results_path: str) -> list:
 
 
 def check(data: dict, check_models: bool = False) -> str:
-    """'' when the dict makes a valid Config, else the ConfigError line the CLI would print."""
+    """'' when the dict makes a valid Config, else the ConfigError line the CLI would print. A device this
+    machine lacks is refused here too, before anything loads."""
     try:
-        Config.from_dict(data, check_models=check_models)
-        return ""
+        config = Config.from_dict(data, check_models=check_models)
     except ConfigError as e:
         return str(e)
+    return cuda_problem(config.device)
 
 
 def build_form(results_path: str, initial: dict | None = None) -> list:

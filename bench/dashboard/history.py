@@ -62,9 +62,21 @@ def filter_choices(df: pd.DataFrame, key: str) -> list:
 
 
 def still_valid(values: list | None, choices: list) -> list:
-    """Picked values that are still offered, so a reload that drops a file does not keep a ghost filter."""
+    """Picked values that are still offered."""
     valid = {c[1] if isinstance(c, tuple) else c for c in choices}
     return [v for v in values or [] if v in valid]
+
+
+def with_picked(choices: list, picked: list | None) -> list:
+    """Choices plus any picked value they no longer hold (its file was dropped), marked as gone: the
+    filter keeps what the user ticked, and the user can untick it."""
+    valid = {c[1] if isinstance(c, tuple) else c for c in choices}
+    gone = [v for v in picked or [] if v not in valid]
+    if not gone:
+        return choices
+    if choices and isinstance(choices[0], tuple) or not choices:
+        return list(choices) + [(f"{v} (not in the loaded files)", v) for v in gone]
+    return list(choices) + gone
 
 
 def history_view(df: pd.DataFrame, selected: dict[str, list]):

@@ -11,23 +11,30 @@ from bench import charts, store
 from bench.dashboard.chart_grid import chart_grid
 from bench.dashboard.context import UI_ONLY, Context
 from bench.dashboard.history import (FILTERS, HISTORY_COLUMNS, filter_choices, filter_rows, history_files,
-                                     history_view, info_md, load_history, still_valid)
+                                     history_view, info_md, load_history, with_picked)
 
 FILTER_LABELS = {"model": ("Model", "model"), "method": ("Method", "method"), "device": ("Device", "device"),
                  "run_id": ("Runs (picked runs are compared in the charts)", "run")}  # key -> (label, elem_id part)
 
 
 def history_updates(results_path: Path, uploaded: list[str] | None, selected: dict[str, list]) -> list:
-    """Everything the History page shows: filter choices, info line, table, charts (in that order)."""
+    """Everything the History page shows: filter choices, info line, table, charts (in that order).
+
+    The filters get new choices only, never a value: the user may tick more while this is computed, and
+    an answer to an earlier state must not undo a later tick. A picked value that is gone (its file
+    dropped) stays offered, marked, so it can be unticked."""
     files = history_files(results_path, uploaded)
     df, problems = load_history(files)
+    updates = [gr.update(choices=with_picked(filter_choices(df, key), selected.get(key))) for key in FILTERS]
+    return [*updates, *view_updates(df, problems, files, results_path, uploaded, selected)]
+
+
+def view_updates(df: pd.DataFrame, problems: list[str], files: list[Path], results_path: Path,
+                 uploaded: list[str] | None, selected: dict[str, list]) -> list:
+    """Info line, table and charts of the picked rows."""
     rows, shown, compared = history_view(df, selected)
-    updates = []
-    for key in FILTERS:
-        choices = filter_choices(df, key)
-        updates.append(gr.update(choices=choices, value=still_valid(selected.get(key), choices)))
     info = info_md(df, rows, compared, files, results_path.parent, bool(uploaded), problems)
-    return [*updates, info, shown, *[draw(compared) for draw in charts.FIGURES.values()]]
+    return [info, shown, *[draw(compared) for draw in charts.FIGURES.values()]]
 
 
 class HistoryPage:
@@ -54,13 +61,15 @@ class HistoryPage:
             self.uploaded = gr.State([])  # paths of this session's uploads; other sessions never see them
 
     def wire(self) -> None:
+        view = [self.info, self.table, *self.plots.values()]
         args = dict(fn=self.show, inputs=[self.uploaded, *self.filters.values()],
-                    outputs=[*self.filters.values(), self.info, self.table, *self.plots.values()],
-                    show_progress="minimal", **UI_ONLY)
+                    outputs=[*self.filters.values(), *view], show_progress="minimal", **UI_ONLY)
         self.tab.select(**args)
         self.reload_btn.click(**args)
         for dropdown in self.filters.values():
-            dropdown.input(**args)
+            # A tick redraws the rows and charts only, never the filters; the last tick always gets its answer.
+            dropdown.input(self.show_view, [self.uploaded, *self.filters.values()], view, show_progress="minimal",
+                           trigger_mode="always_last", **UI_ONLY)
         self.upload.upload(self.add_uploads, [self.upload, self.uploaded], self.uploaded, **UI_ONLY).then(**args)
         self.export_btn.click(self.export, [self.uploaded, *self.filters.values()], self.download, **UI_ONLY)
 
@@ -69,6 +78,11 @@ class HistoryPage:
 
     def show(self, files, *selected_values):
         return history_updates(self.ctx.results_path, files, self.selection(selected_values))
+
+    def show_view(self, files, *selected_values):
+        paths = history_files(self.ctx.results_path, files)
+        df, problems = load_history(paths)
+        return view_updates(df, problems, paths, self.ctx.results_path, files, self.selection(selected_values))
 
     @staticmethod
     def add_uploads(files, current):

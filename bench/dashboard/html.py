@@ -50,8 +50,11 @@ def errors_md(rows: list[dict]) -> str:
         return ""
     lines = [f"- **{escape(str(r['method']))} [{escape(str(r['setting']))}]** "
              f"`{r['status']}`: {escape(str(r.get('error', '')))}" for r in bad]
-    return (f'<div class="bench-errors">\n\n**{len(bad)} of {len(rows)} rows failed** '
-            f"(the other rows are fine and kept):\n\n" + "\n".join(lines) + "\n\n</div>")
+    if len(bad) == len(rows):  # nothing to keep: say so, not "the other rows are fine"
+        head = f"**{'The row' if len(rows) == 1 else f'All {len(rows)} rows'} failed** (no figures were measured):"
+    else:
+        head = f"**{len(bad)} of {len(rows)} rows failed** (the other rows are fine and kept):"
+    return f'<div class="bench-errors">\n\n{head}\n\n' + "\n".join(lines) + "\n\n</div>"
 
 
 def run_failed_md(problem: str, kept: int) -> str:

@@ -16,6 +16,7 @@ import pandas as pd
 from bench import charts, report, store
 from bench.config import Config, ConfigError, preset_names, preset_path, read_json
 from bench.dashboard.context import UI_ONLY, Context
+from bench.devices import cuda_problem
 from bench.dashboard.form import build_form, check, form_dict, form_values
 from bench.dashboard.html import IDLE, error_md, errors_md, event_progress, progress_html, run_failed_md
 from bench.dashboard.results_page import ResultsPage
@@ -25,6 +26,11 @@ from bench.runner import Progress, RowDone, Stopped, points, run, total_rows
 
 # session hash -> stop event of that session's running benchmark; Stop only stops your own run.
 STOP_EVENTS: dict[str, threading.Event] = {}
+# session hash -> one cancel event per run the session asked for that has not started (waiting in the queue),
+# oldest first. Stop sets them all: a cancelled run leaves the queue without loading or writing anything.
+QUEUED: dict[str, list[threading.Event]] = {}
+# session hash -> how far its running benchmark is (0..1), so "Stopping…" keeps the bar where it was.
+PROGRESS: dict[str, float] = {}
 
 # The CLI's summary columns (bench.report), speed first so it is visible without scrolling.
 TABLE_FIRST = ["method", "setting", "status", "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence",
@@ -48,6 +54,18 @@ def results_table(rows: pd.DataFrame | list[dict]) -> pd.DataFrame:
         out[{"95% CI": "tok/s/seq 95% CI", "!": "unstable"}.get(header, header)] = col.reset_index(drop=True)
     out["error"] = df["error"].fillna("").astype(str).to_numpy() if "error" in df else ""
     return out.astype(object).where(out.notna(), None)
+
+
+def session_of(request: gr.Request | None) -> str:
+    return (request.session_hash or "") if request else ""
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+CANCELLED = ("Cancelled: this run never started", "Stop was pressed while it waited in the queue; nothing was "
+             "run and nothing was written")
 
 
 def ends_method(config: Config, done: int) -> bool:
@@ -108,7 +126,7 @@ class RunPage:
             self.run_benchmark, self.config_json, outputs, api_name="run", concurrency_id="gpu", concurrency_limit=1,
             show_progress="full", show_progress_on=[self.progress]).then(
             lambda: gr.update(interactive=True), None, self.run_btn, **UI_ONLY)  # even if the run endpoint raised
-        self.stop_btn.click(self.stop_run, None, self.progress, api_name="stop", show_progress="hidden",
+        self.stop_btn.click(self.stop_run, None, [self.progress, self.run_btn], api_name="stop", show_progress="hidden",
                             concurrency_limit=None)
 
     # ------------------------------------------------------------------ the form
@@ -146,8 +164,10 @@ class RunPage:
 
     # ------------------------------------------------------------------ the run
 
-    def prepare_run(self, *values):
-        """Form -> JSON for the run endpoint (the same endpoint API clients call)."""
+    def prepare_run(self, request: gr.Request, *values):
+        """Form -> JSON for the run endpoint (the same endpoint API clients call). Registers the request, so
+        Stop can cancel it while it waits in the queue."""
+        QUEUED.setdefault(session_of(request), []).append(threading.Event())
         return (json.dumps(form_dict(list(values)), indent=2), gr.update(interactive=False),
                 progress_html(0, "Waiting for the benchmark queue", "one benchmark runs at a time; your place in "
                               "the queue shows here until this run starts", "idle"))
@@ -165,6 +185,18 @@ class RunPage:
         """Streams the runner's events: progress on every event, the table after every row, all charts
         after every method (re-drawing every chart per row would take CPU from the benchmark)."""
         results_path, lock = self.ctx.results_path, self.ctx.run_lock
+        session = session_of(request)
+        waiting = QUEUED.get(session) or []
+        cancel = waiting.pop(0) if waiting else threading.Event()  # API clients never went through prepare_run
+        if not waiting:
+            QUEUED.pop(session, None)
+        if cancel.is_set():  # Stop was pressed while this run waited in the queue: it leaves without a trace
+            if waiting or session in STOP_EVENTS:
+                yield {}  # a newer run of this session shows its own progress
+            else:
+                yield {self.progress: progress_html(0, *CANCELLED, "stopped"),
+                       self.run_btn: gr.update(interactive=True)}
+            return
         try:
             data = json.loads(config_text)
         except json.JSONDecodeError as e:
@@ -177,37 +209,48 @@ class RunPage:
             if problem := check_model_access(data, self.ctx.allowed_models):  # before anything looks at the disk
                 raise ConfigError(problem)
             config = Config.from_dict(data)
+            if problem := cuda_problem(config.device):  # refused up front, not as one failed row per setting
+                raise ConfigError(problem)
         except ConfigError as e:
             yield {self.config_error: error_md(str(e)), self.run_btn: gr.update(interactive=True),
                    self.progress: progress_html(0, "Not started", "fix the setting named above and press Run again",
                                                 "failed")}
             return
-        session = (request.session_hash or "") if request else ""
-        stop = threading.Event()
+        stop = cancel  # from here on, Stop ends the run after the current generation step
+        STOP_EVENTS[session] = stop
         if not lock.acquire(blocking=False):
             yield {self.progress: progress_html(0, "Waiting", "another benchmark is running in this process")}
-            lock.acquire()
-        STOP_EVENTS[session] = stop
+            while not lock.acquire(timeout=0.2):
+                if stop.is_set():
+                    STOP_EVENTS.pop(session, None)
+                    yield {self.progress: progress_html(0, *CANCELLED, "stopped"),
+                           self.run_btn: gr.update(interactive=True)}
+                    return
         rows: list[dict] = []
         total, started = total_rows(config), time.perf_counter()
+        PROGRESS[session] = 0.0
         try:
             yield {self.config_error: "", self.row_errors: "",
-                   self.progress: progress_html(0, "Starting", f"{total} rows to measure"), **self.views([])}
+                   self.progress: progress_html(0, "Starting", f"{plural(total, 'row')} to measure"), **self.views([])}
             for event in run(config, stop):
                 if isinstance(event, Progress):
+                    PROGRESS[session] = event.fraction if event.fraction is not None else len(rows) / total
                     yield {self.progress: event_progress(event)}
                 elif isinstance(event, RowDone):
                     rows.append(event.row)
+                    PROGRESS[session] = max(PROGRESS.get(session, 0.0), len(rows) / total)
                     self.ctx.run_prompts[event.row["run_id"]] = list(config.prompts)
-                    yield {self.progress: progress_html(len(rows) / total, f"{len(rows)} of {total} rows done",
+                    yield {self.progress: progress_html(PROGRESS[session], f"{len(rows)} of {total} rows done",
                                                         f"finished {event.row['method']} [{event.row['setting']}]"),
                            self.run_state: event.row["run_id"],
                            **self.views(rows, all_charts=ends_method(config, len(rows)))}
             seconds = time.perf_counter() - started
             failed = sum(r["status"] != "ok" for r in rows)
-            yield {self.progress: progress_html(1, f"Done: {len(rows)} rows in {seconds:.0f} s" +
-                                                (f", {failed} failed" if failed else ""),
-                                                f"appended to {results_path}", "failed" if failed else "done"),
+            if rows and failed == len(rows):
+                title = f"Failed: all {plural(len(rows), 'row')} failed"
+            else:
+                title = f"Done: {plural(len(rows), 'row')} in {seconds:.0f} s" + (f", {failed} failed" if failed else "")
+            yield {self.progress: progress_html(1, title, f"appended to {results_path}", "failed" if failed else "done"),
                    self.run_btn: gr.update(interactive=True), **self.views(rows, seconds)}
         except Stopped:
             yield {self.progress: progress_html(len(rows) / max(total, 1), f"Stopped after {len(rows)} of {total} rows",
@@ -219,12 +262,22 @@ class RunPage:
                    self.row_errors: run_failed_md(problem, len(rows)), self.run_btn: gr.update(interactive=True)}
         finally:
             STOP_EVENTS.pop(session, None)
+            PROGRESS.pop(session, None)
             lock.release()
 
     def stop_run(self, request: gr.Request):
-        event = STOP_EVENTS.get(request.session_hash or "")
-        if event is None:
-            return gr.skip()
-        event.set()
-        return progress_html(0.0, "Stopping…",
-                             "the run ends after the current generation step; finished rows are kept", "stopped")
+        """Stops this session's running benchmark after the current generation step, or cancels its runs that
+        still wait in the queue, which then never start."""
+        session = session_of(request)
+        event = STOP_EVENTS.get(session)
+        if event is not None:
+            event.set()
+            return progress_html(PROGRESS.get(session, 0.0), "Stopping…",
+                                 "the run ends after the current generation step; finished rows are kept",
+                                 "stopped"), gr.skip()
+        waiting = QUEUED.get(session) or []
+        if any(not e.is_set() for e in waiting):
+            for e in waiting:
+                e.set()
+            return progress_html(0, *CANCELLED, "stopped"), gr.update(interactive=True)
+        return gr.skip(), gr.skip()
