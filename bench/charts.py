@@ -111,6 +111,9 @@ def style(fig: go.Figure, title: str, y_title: str = "", x_title: str = "") -> g
     if x_title:
         fig.update_xaxes(title_text=x_title)
     fig.update_xaxes(tickangle=-30, automargin=True)
+    # Every quantity drawn here (speeds, times, memory, ratios, shares, NLL) is >= 0: a wide interval or a
+    # std larger than the median must not pull an axis below zero.
+    fig.update_yaxes(rangemode="nonnegative")
     return fig
 
 
@@ -320,11 +323,13 @@ def batch_throughput(df: pd.DataFrame) -> go.Figure:
             x=part["batch_size"], y=part["aggregate_tokens_per_s_median"], name=name, mode="lines+markers",
             line=dict(color=RUN_COLORS[i % len(RUN_COLORS)] if d["line"].nunique() > 1
                       else method_color(part["method"].iloc[0]), width=2.5), marker=dict(size=9),
-            error_y=dict(type="data", array=part["aggregate_tokens_per_s_std"].fillna(0), visible=True),
+            error_y=whiskers(part, "aggregate_tokens_per_s_median", "aggregate_tokens_per_s",
+                             "aggregate_tokens_per_s_std")[0],
             showlegend=d["line"].nunique() > 1,
-            hovertext=[f"<b>{v:.1f} ± {e:.1f} aggregate tok/s</b><br>{h}" for v, e, h in
-                       zip(part["aggregate_tokens_per_s_median"], part["aggregate_tokens_per_s_std"].fillna(0),
-                           part["hover"])],
+            hovertext=[f"<b>{v:.1f} aggregate tok/s{s}</b><br>{h}" for v, s, h in
+                       zip(part["aggregate_tokens_per_s_median"],
+                           whiskers(part, "aggregate_tokens_per_s_median", "aggregate_tokens_per_s",
+                                    "aggregate_tokens_per_s_std")[1], part["hover"])],
             hovertemplate="%{hovertext}<extra></extra>")
     sizes = sorted(d["batch_size"].dropna().unique())
     fig = style(fig, title, "aggregate tokens/s (all sequences)", "batch size (sequences per call)")

@@ -5,6 +5,7 @@ Presets, --config files, CLI flags and the dashboard form all become a dict of t
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -82,7 +83,9 @@ class Config:
         known = {f.name: f for f in fields(cls)}
         for key in data:
             if key not in known:
-                raise ConfigError(f"unknown config key '{key}' (allowed: {', '.join(known)})")
+                close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise ConfigError(f"unknown config key '{key}': {hint}nothing was applied (allowed: {', '.join(known)})")
         values = {k: coerce(known[k], v) for k, v in data.items()}
         config = cls(**values)
         config.check(check_models)

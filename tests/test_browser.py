@@ -142,8 +142,13 @@ def test_form_shows_cli_errors_loads_and_downloads_json(served, page, tmp_path):
     page.fill("#cfg-max-new-tokens input", "0")
     page.click("#run-button")
     page.wait_for_selector("#config-error:has-text('max_new_tokens')")
-    assert "config key 'max_new_tokens' must be an integer in 1..32768, got 0" in page.inner_text("#config-error")
+    # The CLI's words, with the key's label beside the key, since the form shows labels.
+    assert "Max new tokens (max_new_tokens) must be an integer in 1..32768, got 0" in page.inner_text("#config-error")
     assert not results.exists()  # nothing ran
+    page.fill("#cfg-max-new-tokens input", "")
+    page.click("#run-button")
+    page.wait_for_selector("#config-error:has-text('empty box')")
+    assert "got null" not in page.inner_text("#config-error")
 
     with page.expect_file_chooser() as chooser:  # Load JSON config fills the form
         page.click("#config-upload")
@@ -151,11 +156,24 @@ def test_form_shows_cli_errors_loads_and_downloads_json(served, page, tmp_path):
     page.wait_for_function("document.querySelector('#cfg-model input, #cfg-model textarea').value === 'tiny/target'")
     assert page.input_value("#cfg-batch-sizes textarea, #cfg-batch-sizes input") == "1, 2, 6"
 
+    # A file with a key Config does not know is refused whole: the form stays as it was, the error names the
+    # file the user picked (not gradio's temporary copy) and the key it probably meant.
+    typo = tmp_path / "my-config.json"
+    typo.write_text(json.dumps({"model": "other/model", "max_new_token": 5}))
+    with page.expect_file_chooser() as chooser:
+        page.click("#config-upload")
+    chooser.value.set_files(str(typo))
+    page.wait_for_selector("#config-error:has-text('did you mean max_new_tokens?')")
+    error = page.inner_text("#config-error")
+    assert "my-config.json" in error and "/tmp/" not in error and "left as it was" in error
+    assert page.input_value("#cfg-model input, #cfg-model textarea") == "tiny/target"
+
     page.click("#config-download-button")  # and Download hands the form back as a config file
     with page.expect_download() as download:
         page.click("#config-download a")
     saved = tmp_path / "config.json"
     download.value.save_as(saved)
+    assert "results" not in read_json(saved)  # the server's own path is no business of the file's
     config = Config.from_dict(read_json(saved), check_models=False)
     assert config.model == "tiny/target" and config.batch_sizes == [1, 2, 6]
     assert [p.parent for p in (results.parent / "exports").glob("config-*.json")] == [results.parent / "exports"]

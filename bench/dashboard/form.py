@@ -2,6 +2,7 @@
 from what the CLI and presets accept. Values go form -> dict -> Config.from_dict, never around it."""
 from __future__ import annotations
 
+import re
 from dataclasses import Field, fields
 
 import gradio as gr
@@ -39,7 +40,7 @@ def is_text_list(f: Field) -> bool:
 
 def make_input(f: Field, value=None) -> gr.components.Component:
     m, kind = f.metadata, f.metadata["kind"]
-    common = dict(label=LABELS.get(f.name, f.name.replace("_", " ").capitalize()), info=m["help"], min_width=120,
+    common = dict(label=label_of(f.name), info=m["help"], min_width=120,
                   elem_id="cfg-" + f.name.replace("_", "-"),
                   value=to_form(f, default_of(f) if value is None else value))
     if f.name == "results":  # pinned to the app's results file: History and downloads read that folder
@@ -115,6 +116,23 @@ def check(data: dict, check_models: bool = False) -> str:
     except ConfigError as e:
         return str(e)
     return cuda_problem(config.device)
+
+
+def label_of(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+def form_words(message: str) -> str:
+    """A ConfigError line as the form shows it: each key named by its label and its key ("Returned sequences
+    (num_return_sequences)"), and an empty box called empty rather than JSON's null."""
+    names = {f.name for f in config_fields()}
+
+    def named(match: re.Match) -> str:
+        key = match.group(1)
+        return f"{label_of(key)} ({key})" if key in names else match.group(0)
+
+    message = re.sub(r"config key '(\w+)'", named, message)
+    return message.replace(", got null", ", got an empty box")
 
 
 def build_form(results_path: str, initial: dict | None = None) -> list:

@@ -17,6 +17,13 @@ def error_md(message: str) -> str:
     return f"**error:** {escape(message, quote=False)}" if message else ""
 
 
+def form_error_md(message: str) -> str:
+    """error_md in the form's words: labels beside keys (see form.form_words)."""
+    from bench.dashboard.form import form_words
+
+    return error_md(form_words(message)) if message else ""
+
+
 def progress_html(fraction: float, title: str, detail: str = "", state: str = "running") -> str:
     pct = max(0.0, min(1.0, fraction)) * 100
     return (f'<div class="bench-progress {state}"><div class="bench-progress-head"><b>{escape(title)}</b>'

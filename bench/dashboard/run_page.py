@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from html import escape
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -17,8 +18,9 @@ from bench import charts, report, store
 from bench.config import Config, ConfigError, preset_names, preset_path, read_json
 from bench.dashboard.context import UI_ONLY, Context
 from bench.devices import cuda_problem
-from bench.dashboard.form import build_form, check, form_dict, form_values
-from bench.dashboard.html import IDLE, error_md, errors_md, event_progress, progress_html, run_failed_md
+from bench.dashboard.form import build_form, check, config_fields, form_dict, form_values
+from bench.dashboard.html import (IDLE, error_md, errors_md, event_progress, form_error_md, progress_html,
+                                  run_failed_md)
 from bench.dashboard.results_page import ResultsPage
 from bench.rows import one_line
 from bench.dashboard.access import check_model_access
@@ -137,27 +139,37 @@ class RunPage:
         try:
             data = read_json(preset_path(name))
         except ConfigError as e:
-            return [gr.skip()] * len(self.inputs) + [error_md(str(e))]
-        return form_values(data, str(self.ctx.results_path)) + [error_md(check(data))]
+            return [gr.skip()] * len(self.inputs) + [form_error_md(str(e))]
+        return form_values(data, str(self.ctx.results_path)) + [form_error_md(check(data))]
 
     def fill_from_file(self, file):
+        """A config file fills the whole form, or, with a key Config does not know, nothing at all: half a
+        file over defaults the user never chose would run settings nobody picked."""
         results_path = self.ctx.results_path
+        name = Path(str(file)).name  # the name the user picked, not gradio's temporary copy's path
+        keep = [gr.skip()] * len(self.inputs)
         try:
             data = read_json(file)
         except ConfigError as e:
-            return [gr.skip()] * len(self.inputs) + [error_md(str(e)), ""]
+            return keep + [form_error_md(str(e).replace(str(file), name)), ""]
+        known = {f.name for f in config_fields()}
+        if unknown := [k for k in data if k not in known]:
+            problem = check({unknown[0]: data[unknown[0]]})  # Config's words, with its "did you mean"
+            return keep + [form_error_md(f"{name}: {problem}; the form was left as it was"), ""]
         note = ""
         if "results" in data and str(data["results"]) != str(results_path):
             note = f"note: 'results' ({data['results']}) is ignored here; rows go to {results_path}"
-        known = {k: v for k, v in data.items() if k != "results"}
-        return form_values(known, str(results_path)) + [error_md(check(data | {"results": str(results_path)})),
-                                                        note and f"*{escape(note)}*"]
+        data = {k: v for k, v in data.items() if k != "results"}
+        problem = check(data | {"results": str(results_path)})
+        return form_values(data, str(results_path)) + [form_error_md(f"{name}: {problem}" if problem else ""),
+                                                       note and f"*{escape(note)}*"]
 
     def download_config(self, *values):
         data = form_dict(list(values))
         message = check(data)
         if message:  # a file the CLI would reject is not handed out
-            return gr.update(visible=False), error_md(message)
+            return gr.update(visible=False), form_error_md(message)
+        data.pop("results", None)  # the server's own path means nothing on another machine
         path = self.ctx.export_file("config", ".json")
         path.write_text(json.dumps(data, indent=2) + "\n")
         return gr.update(value=str(path), visible=True), ""
@@ -212,7 +224,7 @@ class RunPage:
             if problem := cuda_problem(config.device):  # refused up front, not as one failed row per setting
                 raise ConfigError(problem)
         except ConfigError as e:
-            yield {self.config_error: error_md(str(e)), self.run_btn: gr.update(interactive=True),
+            yield {self.config_error: form_error_md(str(e)), self.run_btn: gr.update(interactive=True),
                    self.progress: progress_html(0, "Not started", "fix the setting named above and press Run again",
                                                 "failed")}
             return
