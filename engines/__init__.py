@@ -19,6 +19,7 @@ class EngineSpec:
 
 ENGINES: dict[str, EngineSpec] = {e.name: e for e in (
     EngineSpec("hf", "transformers generate, dynamic KV cache, eager", "engines.hf:HFEngine"),
+    EngineSpec("hf_compiled", "transformers generate, static KV cache, torch.compile on a GPU", "engines.hf_compiled:HFCompiledEngine", compiles=True),
     EngineSpec("fast", "our static-KV-cache loop, CUDA graphs on a GPU", "engines.fast:FastEngine", compiles=True),
 )}
 
