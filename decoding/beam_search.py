@@ -29,4 +29,5 @@ def check(config) -> str | None:
 
 METHOD = Method(
     "beam_search", "beam search returning several sequences per prompt", "#8b5cf6", beam_search, sweep=points,
-    batch_one="it returns num_return_sequences beams of one prompt per call", engines=("hf",), check=check)
+    batch_one="it returns num_return_sequences beams of one prompt per call", engines=("hf", "hf_compiled"),
+    check=check)

@@ -17,6 +17,6 @@ def typical(inputs: Inputs, settings: SharedSettings, engine: Engine, probe: Pro
 METHOD = Method(
     "typical", "typical-p sampling with temperature, seeded per completion (transformers' typical_p)", "#84cc16",
     typical, sweep=one_point("typical_p={typical_p},T={temperature}", do_sample=True),
-    batch_one="use 'batched' with batched_do_sample for batches", engines=("hf",),
+    batch_one="use 'batched' with batched_do_sample for batches", engines=("hf", "hf_compiled"),
     options={"typical_p": option(0.9, "probability mass typical sampling keeps (1.0 keeps every token)", "float",
                                  lo=1e-9, hi=1.0)})

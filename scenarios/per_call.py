@@ -104,7 +104,8 @@ def prepare(job: Job) -> None:
     ctx, point, config = job.ctx, job.point, job.ctx.config
     method = METHODS[point.method]
     if method.engines is not None and ctx.engine_name not in method.engines:
-        job.fail(f"{point.method} runs on the {' or '.join(method.engines)} engine only: "
+        others = f" (or {', '.join(method.engines[1:])})" if len(method.engines) > 1 else ""
+        job.fail(f"{point.method} runs on the {method.engines[0]} engine{others} only: "
                  f"set engine {method.engines[0]!r} for {point.method}")
         return
     items, added = workload(config, point.batch_size)

@@ -39,5 +39,5 @@ def test_typical_rows_on_hf_and_a_clear_error_on_fast(tmp_path):
     assert by[("hf", "typical")]["status"] == "ok" and by[("hf", "typical")]["setting"] == "typical_p=0.5,T=0.7"
     assert by[("hf", "typical")]["do_sample"] is True
     assert by[("fast", "typical")]["status"] == "error"
-    assert "runs on the hf engine only" in by[("fast", "typical")]["error"]
+    assert "runs on the hf engine (or hf_compiled) only" in by[("fast", "typical")]["error"]
     assert set(pd.read_csv(tmp_path / "runs.csv")["method"]) == {"standard", "typical"}
