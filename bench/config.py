@@ -75,6 +75,26 @@ class Config:
     seed: int = option(0, "seed for sampling methods and random weights", "int", lo=0, hi=2**31 - 1)
     heldout_text: str | None = option(None, "text file the heldout_ppl column scores each variant's target on; null: a short bundled text", "optstr")
     results: str = option("results/runs.csv", "CSV the rows are appended to; outputs.jsonl goes beside it", "str")
+    # The load scenario (scenarios/load.py): it runs when one of these is set or an engine only serves.
+    concurrency: list = option([], "load: closed loop, requests kept in flight; a list sweeps", "list[int]", lo=1, hi=100000)
+    request_rate: list = option([], "load: open loop, requests/s arriving at random (Poisson; gamma with burstiness); inf sends all at once; a list sweeps", "list[float]", lo=0.001, hi=math.inf)
+    burstiness: float = option(1.0, "load: gamma shape of the arrival gaps; 1 is Poisson, below 1 burstier", "float", lo=0.01, hi=100.0)
+    num_requests: int = option(0, "load: measured requests per load point; 0: one per prompt x completion (or as many as duration_s allows)", "int", lo=0, hi=1000000)
+    duration_s: float = option(0.0, "load: stop sending after this many seconds; 0: no limit", "float", lo=0.0, hi=86400.0)
+    warmup_requests: int = option(2, "load: requests sent before each load point, not measured", "int", lo=0, hi=10000)
+    dataset: str | None = option(None, "load: JSONL file of {\"prompt\": ..., \"output_tokens\": ...} lines used instead of prompts (e.g. datasets/chat_mix.jsonl)", "optstr")
+    slo_ttft_ms: float = option(0.0, "load: time-to-first-token target for goodput; 0: none", "float", lo=0.0, hi=1e7)
+    slo_tpot_ms: float = option(0.0, "load: time-per-output-token target for goodput; 0: none", "float", lo=0.0, hi=1e7)
+    max_batch_size: int = option(8, "load: most requests in one batch (static batching of call engines, continuous batching)", "int", lo=1, hi=4096)
+    cb_num_blocks: int = option(256, "continuous engine: KV cache blocks (the cache holds cb_num_blocks x cb_block_size tokens)", "int", lo=1, hi=10000000)
+    cb_block_size: int = option(32, "continuous engine: tokens per KV cache block", "int", lo=4, hi=4096)
+    endpoint: str | None = option(None, "server engine: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 ({port}: the port server_command got)", "optstr")
+    served_model: str | None = option(None, "server engine: model name sent in requests; null: the first one the server lists", "optstr")
+    api: str = option("completions", "server engine: completions (the prompt as the in-process engines see it) or chat (the server applies its template)", "str", choices=("completions", "chat"))
+    api_key_env: str = option("OPENAI_API_KEY", "server engine: environment variable holding the API key (never written anywhere)", "str")
+    server_command: list = option([], "server engine: command lines the tool starts, one server at a time ({port}, {model} filled in); a list sweeps", "list[str]")
+    server_start_timeout_s: float = option(600.0, "server engine: seconds a started server has to answer /health or /v1/models", "float", lo=1.0, hi=7200.0)
+    request_timeout_s: float = option(600.0, "load: seconds one request may take before it counts as failed", "float", lo=1.0, hi=86400.0)
 
     @classmethod
     def from_dict(cls, data: dict, check_models: bool = True) -> "Config":
@@ -126,6 +146,10 @@ class Config:
             if ENGINES[name].compiles and self.warmup < 1:
                 raise ConfigError(f"config key 'warmup' must be at least 1 with engine '{name}': its first call compiles, "
                                   "and compile time never belongs in the figures")
+        from scenarios.workload import check_load
+
+        if problem := check_load(self):
+            raise ConfigError(problem)
         if check_models:  # imported here: --help and the form's first checks load no torch
             from bench.models import check_available, check_context
             from bench.store import check_results_file
@@ -192,6 +216,7 @@ def describe(kind: str, f) -> str:
     m = f.metadata
     what = {"str": "a string", "optstr": "a string or null", "int": "an integer", "float": "a number",
             "bool": "true or false", "list[str]": "a list of strings", "list[int]": "a list of integers",
+            "list[float]": "a list of numbers",
             "int|list[int]": "an integer or a list of integers", "str|list[str]": "a string or a list of strings"}[kind]
     if m["choices"]:
         what += f" from {', '.join(m['choices'])}"
@@ -228,7 +253,12 @@ def coerce(f, value):
                 else:
                     raise bad()
         if k == "float":
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if isinstance(v, str) and m["hi"] == math.inf:  # "inf" (JSON has no infinity), and the form's text
+                try:
+                    v = float(v)
+                except ValueError:
+                    raise bad() from None
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) or v == m["hi"]):
                 raise bad()
             v = float(v)
         if m["lo"] is not None and not (m["lo"] <= v <= m["hi"]):
@@ -243,7 +273,7 @@ def coerce(f, value):
     if kind.startswith(element + "|") and not isinstance(value, list):
         v = scalar(element, value)
         return [v] if element == "str" else v
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list) or (not value and default_of(f) != []):  # an empty default: empty is allowed
         raise bad()
     out = [scalar(element, v) for v in value]
     if len(set(map(str, out))) != len(out) and f.name != "prompts" and f.name != "completions_per_prompt":

@@ -23,13 +23,11 @@ from bench.prompts import tokenize_prompts
 from bench.rows import add_speedups, base_row, one_line
 from bench.variants import variants
 from decoding import BASELINE, METHODS
-from engines import make_engine
+from engines import make_engine, needs_weights
 from metrics.memory import is_out_of_memory
 from metrics.quality import against_baseline
-from scenarios import SCENARIOS
+from scenarios import scenario_for
 from scenarios.context import Context, Progress, Stopped
-
-SCENARIO = SCENARIOS["per_call"]
 
 
 @dataclass
@@ -39,7 +37,7 @@ class RowDone:
 
 
 def points(config: Config) -> list:
-    return SCENARIO.points(config)
+    return scenario_for(config).points(config)
 
 
 def total_rows(config: Config) -> int:
@@ -54,10 +52,15 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
     for quantization, attention in variants(config):
         yield Progress(f"loading {config.model} ({quantization}, {attention})", done, total, fraction=done / total)
         try:
-            models = load_models(
-                config.model, config.draft_model if config.needs_draft() else None, device=config.device,
-                dtype=config.dtype, quantization=quantization, quantize_draft=config.quantize_draft,
-                attention=attention, random_weights=config.random_weights)
+            if not needs_weights(config.engine):  # every engine runs elsewhere: the tokenizer is all it needs here
+                from engines.server import tokenizer_models
+
+                models = tokenizer_models(config)
+            else:
+                models = load_models(
+                    config.model, config.draft_model if config.needs_draft() else None, device=config.device,
+                    dtype=config.dtype, quantization=quantization, quantize_draft=config.quantize_draft,
+                    attention=attention, random_weights=config.random_weights)
         except Exception as e:  # a model that fails to load is recorded per row, and the run goes on
             for engine_name in config.engine:
                 for point in points(config):
@@ -76,7 +79,7 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
                                 config.repetition_range()[1], (done + fraction * rows) / total)
 
             try:
-                yield from SCENARIO.measure(jobs, progress)
+                yield from scenario_for(config).measure(jobs, progress)
             except Stopped:
                 # Rows with at least one whole repetition are kept, saying how far they got; then stop.
                 for row, outputs in finish(jobs, stopped=True):
@@ -107,13 +110,15 @@ def make_jobs(config: Config, run_id: str, models, quantization: str, attention:
         once["bandwidth"] = copy_bandwidth(models.device)
     prompts = tokenize_prompts(models.tokenizer, config)
     heldout = perplexity(models.target, models.tokenizer, Path(config.heldout_text or HELDOUT).read_text(),
-                         getattr(models.target.config, "max_position_embeddings", None))
+                         getattr(models.target.config, "max_position_embeddings", None)) \
+        if models.target is not None else float("nan")
     jobs = []
     for engine_name in config.engine:
         ctx = Context(config, run_id, models, make_engine(engine_name, models), engine_name, prompts, stop_event,
                       once.get("bandwidth", float("nan")), reference_model(config, models, quantization, once),
                       heldout)
-        jobs += [SCENARIO.Job(ctx, p, base_row(config, run_id, p, engine_name, quantization, attention, models))
+        scenario = scenario_for(config)
+        jobs += [scenario.Job(ctx, p, base_row(config, run_id, p, engine_name, quantization, attention, models))
                  for p in points(config)]
     return jobs
 
@@ -135,7 +140,7 @@ def finish(jobs: list, stopped: bool = False):
     if stopped:  # a repetition cut short would weigh its units unevenly: only whole ones count
         for job in jobs:
             job.calls = [c for c in job.calls if c.repetition < job.repetitions]
-    outputs = {id(job): SCENARIO.finish(job) for job in jobs if not stopped or job.repetitions}
+    outputs = {id(job): scenario_for(job.ctx.config).finish(job) for job in jobs if not stopped or job.repetitions}
     baselines = {job.ctx.engine_name: job for job in jobs
                  if job.point.method == BASELINE and job.row["status"] == "ok" and job.calls}
     for job in jobs:

@@ -6,6 +6,12 @@
     finish(job) -> outputs            fills job.row with figures, returns its texts
 
 To add one, write its module and add it here."""
-from scenarios import per_call
+from scenarios import load, per_call
+from scenarios.workload import uses_load
 
-SCENARIOS = {"per_call": per_call}
+SCENARIOS = {"per_call": per_call, "load": load}
+
+
+def scenario_for(config):
+    """Load settings, or an engine that only serves, make a run a load run; otherwise fixed calls."""
+    return SCENARIOS["load" if uses_load(config) else "per_call"]

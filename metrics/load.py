@@ -1,0 +1,180 @@
+"""Figures of a load point from its per-request records: TTFT, TPOT, ITL, end-to-end latency, throughput, goodput.
+
+Every time in a record is in seconds from the start of its load point (the moment the first request was
+due), on the clock of the process that sent the requests. The same functions fill a CSV row after the run
+and recompute it later from requests.jsonl (the dashboard's SLO explorer), so the two always agree.
+
+- TTFT: send to the first token (queueing included: that is what the user waits for).
+- ITL: the gap between consecutive tokens of one request. A streamed event that carries k tokens counts as
+  k gaps of (its gap / k), never as one gap: a server that sends tokens in chunks would otherwise look k
+  times slower per token.
+- TPOT: (end - first token) / (output tokens - 1), per request.
+- goodput: requests per second that finished ok and met every SLO that is set (0 = no target).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from metrics.stats import bootstrap_ci, median, percentile
+
+NAN = float("nan")
+LAG_LIMIT_MS = 10.0  # sender lag p99 above this: the row measured the client, not the engine
+
+
+@dataclass
+class RequestRecord:
+    """One request of a load point, as requests.jsonl stores it (times in s from the load start)."""
+
+    request_id: int
+    prompt_index: int
+    scheduled: float  # when it was due (open loop: its arrival; closed loop: when its slot freed)
+    sent: float = NAN  # when the sender really sent it
+    first_token: float = NAN
+    token_times: list = field(default_factory=list)  # one time per output token, the first one included
+    end: float = NAN
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    status: str = "pending"  # ok, error
+    error: str = ""
+    queue: float = NAN  # seconds waiting before the engine started on it, where the engine says
+    text: str = ""
+    repetition: int = 0  # the runner's stop logic keeps records of whole repetitions only
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out.pop("text")
+        out.pop("repetition")
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RequestRecord":
+        known = {k: (NAN if v is None and k in FLOAT_FIELDS else v) for k, v in data.items() if k in FIELDS}
+        return cls(**known)
+
+    def fail(self, error: str, at: float) -> None:
+        self.status, self.error = "error", error
+        if self.end != self.end:
+            self.end = at
+
+
+FIELDS = set(RequestRecord.__dataclass_fields__)
+FLOAT_FIELDS = {"scheduled", "sent", "first_token", "end", "queue"}
+
+
+def spread_tokens(events: list[tuple[float, int]]) -> list[float]:
+    """Token times from streamed events (arrival time, tokens in it).
+
+    The first event's tokens all carry its time (they arrived together, after TTFT); each later event of k
+    tokens spreads its k tokens evenly over the gap since the event before it, so ITL is counted per token."""
+    times: list[float] = []
+    previous = None
+    for at, count in events:
+        if count <= 0:
+            continue
+        if previous is None:
+            times += [at] * count
+        else:
+            gap = (at - previous) / count
+            times += [previous + gap * (j + 1) for j in range(count)]
+        previous = at
+    return times
+
+
+def ttft_s(r: RequestRecord) -> float:
+    return r.first_token - r.sent if r.status == "ok" else NAN
+
+
+def tpot_s(r: RequestRecord) -> float:
+    if r.status != "ok" or r.output_tokens < 2:
+        return NAN
+    return (r.end - r.first_token) / (r.output_tokens - 1)
+
+
+def itls_s(r: RequestRecord) -> list[float]:
+    t = r.token_times if r.status == "ok" else []
+    return [b - a for a, b in zip(t, t[1:])]
+
+
+def e2e_s(r: RequestRecord) -> float:
+    return r.end - r.sent if r.status == "ok" else NAN
+
+
+def lag_ms(r: RequestRecord) -> float:
+    return (r.sent - r.scheduled) * 1000
+
+
+def duration_s(records: list[RequestRecord]) -> float:
+    """From the load start (0: the first request was due) to the last request's end."""
+    ends = [r.end for r in records if r.end == r.end]
+    return max(ends) if ends else NAN
+
+
+def meets(r: RequestRecord, slo_ttft_ms: float, slo_tpot_ms: float) -> bool:
+    """Finished ok within both targets; a target of 0 is no target, and a one-token request has no TPOT to miss."""
+    if r.status != "ok":
+        return False
+    if slo_ttft_ms and not ttft_s(r) * 1000 <= slo_ttft_ms:
+        return False
+    tpot = tpot_s(r)
+    return not (slo_tpot_ms and tpot == tpot and tpot * 1000 > slo_tpot_ms)
+
+
+def goodput(records: list[RequestRecord], slo_ttft_ms: float, slo_tpot_ms: float) -> float:
+    """Requests/s that met the SLOs, over the load point's whole duration."""
+    span = duration_s(records)
+    if not records or not span or span != span:
+        return NAN
+    return sum(meets(r, slo_ttft_ms, slo_tpot_ms) for r in records) / span
+
+
+def spread(name: str, values: list[float], groups: list[list[float]] | None = None) -> dict:
+    """Median with its 95% bootstrap interval, p90 and p99 (NaN below 10 and 100 values), in ms."""
+    ms = [v * 1000 for v in values]
+    low, high = bootstrap_ci([[v * 1000 for v in g] for g in groups] if groups else [[v] for v in ms])
+    return {f"{name}_median": median(ms), f"{name}_ci_low": low, f"{name}_ci_high": high,
+            f"{name}_p90": percentile(ms, 90), f"{name}_p99": percentile(ms, 99)}
+
+
+class LoadFigures:
+    """The columns of load rows (scenarios/load.py). Rows of fixed calls leave them empty; load rows also fill
+    the shared ttft_ms_* / tpot_ms_* columns, per request instead of per call."""
+
+    columns = (
+        "concurrency", "request_rate", "burstiness", "requests", "failed_requests", "duration_s",
+        "request_throughput", "output_tokens_per_s",
+        "ttft_ms_p99", "tpot_ms_p99",
+        "itl_ms_median", "itl_ms_ci_low", "itl_ms_ci_high", "itl_ms_p90", "itl_ms_p99",
+        "e2e_ms_median", "e2e_ms_ci_low", "e2e_ms_ci_high", "e2e_ms_p90", "e2e_ms_p99", "queue_ms_median",
+        "slo_ttft_ms", "slo_tpot_ms", "goodput", "send_lag_ms_p99", "sender_lagged", "server_command", "endpoint",
+    )
+    SHARED = ("ttft_ms_median", "ttft_ms_ci_low", "ttft_ms_ci_high", "ttft_ms_p90",
+              "tpot_ms_median", "tpot_ms_ci_low", "tpot_ms_ci_high", "tpot_ms_p90")
+
+    @staticmethod
+    def summarize(calls, ctx=None, row=None) -> dict:
+        """Rows of fixed calls: these columns stay as the row has them (empty unless a load row set them)."""
+        row = row or {}
+        return {c: row.get(c, NAN) for c in LoadFigures.columns}
+
+    @staticmethod
+    def figures(records: list[RequestRecord], slo_ttft_ms: float = 0.0, slo_tpot_ms: float = 0.0) -> dict:
+        ok = [r for r in records if r.status == "ok"]
+        span = duration_s(records)
+        out = {"requests": len(records), "failed_requests": len(records) - len(ok), "duration_s": span,
+               "slo_ttft_ms": slo_ttft_ms, "slo_tpot_ms": slo_tpot_ms}
+        out["request_throughput"] = len(ok) / span if span == span and span > 0 else NAN
+        out["output_tokens_per_s"] = sum(r.output_tokens for r in ok) / span if span == span and span > 0 else NAN
+        out.update(spread("ttft_ms", [ttft_s(r) for r in ok]))
+        out.update(spread("tpot_ms", [tpot_s(r) for r in ok]))
+        itl_groups = [itls_s(r) for r in ok if len(r.token_times) > 1]
+        out.update(spread("itl_ms", [v for g in itl_groups for v in g], itl_groups))
+        out.update(spread("e2e_ms", [e2e_s(r) for r in ok]))
+        out["queue_ms_median"] = median([r.queue * 1000 for r in ok])
+        out["goodput"] = goodput(records, slo_ttft_ms, slo_tpot_ms)
+        lags = [lag_ms(r) for r in records if r.sent == r.sent]
+        # p99 of the lag needs 100 sends to be a p99; below that the worst send stands in, which can only flag more.
+        lag = percentile(lags, 99) if len(lags) >= 100 else (max(lags) if lags else NAN)
+        out["send_lag_ms_p99"] = lag
+        out["sender_lagged"] = bool(lag > LAG_LIMIT_MS) if lag == lag else ""
+        return out

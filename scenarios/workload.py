@@ -1,0 +1,103 @@
+"""What the load scenario offers, decided from the config alone (no torch, so the config check can use it):
+the load points, the dataset of prompts with their output lengths, and the checks between load keys.
+
+A load point is closed loop (`concurrency` N: N requests in flight, the next sent when one ends) or open
+loop (`request_rate` R: arrivals at R requests/s, Poisson or gamma-bursty, `inf` all at once).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+DATASET_MAX_OUTPUT = 32768
+
+
+@dataclass(frozen=True)
+class Load:
+    concurrency: int = 0  # > 0: closed loop
+    rate: float = 0.0  # > 0: open loop, requests/s (inf: every request at once)
+    server: int = -1  # which server_command serves this point (-1: none is started)
+    servers: int = 0  # how many commands the run sweeps (a label names the command only when several)
+
+    @property
+    def label(self) -> str:
+        if self.concurrency:
+            text = f"concurrency={self.concurrency}"
+        else:
+            text = f"rate={'inf' if math.isinf(self.rate) else f'{self.rate:g}'}"
+        return text + (f", server={self.server + 1}" if self.servers > 1 else "")
+
+
+def engine_kinds(names) -> set[str]:
+    from engines import ENGINES
+
+    return {getattr(ENGINES[n], "kind", "call") for n in names if n in ENGINES}
+
+
+def uses_load(config) -> bool:
+    """The load scenario runs when load settings are given or an engine only serves (a server, continuous batching)."""
+    return bool(config.concurrency or config.request_rate or config.duration_s or config.num_requests
+                or engine_kinds(config.engine) - {"call"})
+
+
+def load_points(config, closed: list[int] | None = None) -> list[Load]:
+    """Every load point of the run: each concurrency, then each rate, for each server command.
+    closed: concurrencies to use instead of the config's (the batched method's batch sizes become concurrency)."""
+    commands = list(config.server_command or [])
+    servers = range(len(commands)) if commands else [-1]
+    concurrency = closed if closed is not None else list(config.concurrency)
+    rates = [] if closed is not None else list(config.request_rate)
+    if not concurrency and not rates:
+        concurrency = [1]
+    return [Load(concurrency=c, server=s, servers=len(commands)) for s in servers for c in concurrency] + \
+        [Load(rate=r, server=s, servers=len(commands)) for s in servers for r in rates]
+
+
+def read_dataset(path: str) -> list[dict]:
+    """[{"prompt": str, "output_tokens": int | None}] from a JSONL file; ValueError names the key and the line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config key 'dataset': file '{path}' not found")
+    items = []
+    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config key 'dataset': line {number} of '{path}' is not JSON ({e.msg})")
+        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"].strip():
+            raise ValueError(f"config key 'dataset': line {number} of '{path}' needs a non-empty \"prompt\" string")
+        out = item.get("output_tokens")
+        if out is not None and (isinstance(out, bool) or not isinstance(out, int) or not 1 <= out <= DATASET_MAX_OUTPUT):
+            raise ValueError(f"config key 'dataset': line {number} of '{path}': \"output_tokens\" must be an integer "
+                             f"in 1..{DATASET_MAX_OUTPUT}, got {json.dumps(out)}")
+        items.append({"prompt": item["prompt"], "output_tokens": out})
+    if not items:
+        raise ValueError(f"config key 'dataset': '{path}' holds no prompts")
+    return items
+
+
+def check_load(config) -> str | None:
+    """The one-line reason a combination of load keys cannot run, or None."""
+    kinds = {name: engine_kinds([name]) for name in config.engine}
+    remote = [n for n, k in kinds.items() if "remote" in k]
+    if config.server_command and not remote:
+        return "config key 'server_command' starts servers for engine 'server': add it to 'engine'"
+    if len(config.server_command or []) > 1 and len(remote) != len(config.engine):
+        return ("config key 'server_command' sweeps several commands with engine 'server' alone: "
+                "measure in-process engines in a separate run")
+    if remote and not config.endpoint and not config.server_command:
+        return "config key 'endpoint' is needed by engine 'server' (e.g. http://127.0.0.1:8000/v1), or set server_command"
+    if config.endpoint and not str(config.endpoint).startswith(("http://", "https://")):
+        return f"config key 'endpoint' must start with http:// or https://, got '{config.endpoint}'"
+    if any(math.isinf(r) for r in config.request_rate) and not config.num_requests and config.duration_s:
+        return "config key 'request_rate': inf sends every request at once and needs num_requests, not duration_s alone"
+    if config.dataset:
+        try:
+            read_dataset(config.dataset)
+        except ValueError as e:
+            return str(e)
+    return None
