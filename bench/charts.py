@@ -16,6 +16,7 @@ charts about a kind of method pick rows by the method's attributes (drafts, swee
 from __future__ import annotations
 
 import html
+import re
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -426,8 +427,147 @@ def quality_vs_speed(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
+# --- load rows (scenarios/load.py) ----------------------------------------------------------------------
+
+LOAD_NUMERIC = ["output_tokens_per_s", "request_throughput", "goodput", "ttft_ms_median", "ttft_ms_p90",
+                "tpot_ms_median", "tpot_ms_p90", "slo_ttft_ms", "slo_tpot_ms", "requests", "concurrency", "request_rate"]
+LOAD_LABEL = re.compile(r"(?:^|, )(?:concurrency|rate)=[^,]+")
+
+
+def load_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Finished load rows with their figures as numbers, a `series` (one line per run x engine x method setting,
+    across load points) and the `load` point's label."""
+    d = prepare(df)
+    if d.empty or "output_tokens_per_s" not in d:
+        return d.iloc[0:0]
+    for c in LOAD_NUMERIC:
+        if c in d:
+            d[c] = pd.to_numeric(d[c], errors="coerce")
+    d = d[d["output_tokens_per_s"].notna()].copy()
+    if d.empty:
+        return d
+    settings = d["setting"].astype(str)
+    d["load"] = [", ".join(m.group(0).lstrip(", ") for m in LOAD_LABEL.finditer(s)) for s in settings]
+    rest = [LOAD_LABEL.sub("", s).strip(", ") for s in settings]
+    several = d["run"].nunique() > 1
+    d["series"] = [f"{e} · {m}" + (f" [{r}]" if r else "") + (f" · {run}" if several else "")
+                   for e, m, r, run in zip(d["engine"].astype(str), d["method"].astype(str), rest, d["run"])]
+    return d.sort_values(["series", "output_tokens_per_s"], kind="stable")
+
+
+def slo_of(d: pd.DataFrame, column: str) -> float:
+    values = d[column].dropna().unique() if column in d else []
+    return float(values[0]) if len(values) == 1 and values[0] > 0 else 0.0
+
+
+def throughput_latency(df: pd.DataFrame) -> go.Figure:
+    """Output tokens/s against p90 TPOT (buttons: p90 TTFT), one line per engine and method across its load
+    points, with the SLO drawn: where each line bends up is where that engine stops keeping up."""
+    title = "Throughput vs latency under load"
+    d = load_frame(df)
+    if d.empty:
+        return empty(title, "no load rows yet (set concurrency or request_rate, or engine continuous or server)")
+    fig = go.Figure()
+    views = (("tpot", "TPOT", "slo_tpot_ms"), ("ttft", "TTFT", "slo_ttft_ms"))
+    for v, (stem, name, _) in enumerate(views):
+        for i, (series, part) in enumerate(d.groupby("series", sort=False)):
+            # p90 needs 10 requests; a point with fewer shows its median, and says so.
+            p90 = part[f"{stem}_ms_p90"]
+            y = p90.where(p90.notna(), part[f"{stem}_ms_median"])
+            which = ["p90" if ok else "median (under 10 requests)" for ok in p90.notna()]
+            fig.add_scatter(
+                x=part["output_tokens_per_s"], y=y, mode="lines+markers", name=series, visible=v == 0,
+                legendgroup=series, showlegend=True, line=dict(color=RUN_COLORS[i % len(RUN_COLORS)], width=2),
+                marker=dict(size=8), text=part["load"],
+                hovertext=[f"<b>{series}</b> · {load}<br>{name} {w} {val:.2f} ms · {x:.1f} out tok/s<br>{h}"
+                           for load, w, val, x, h in zip(part["load"], which, y, part["output_tokens_per_s"],
+                                                         part["hover"])],
+                hovertemplate="%{hovertext}<extra></extra>")
+    traces = len(fig.data) // 2
+
+    def slo_line(column: str, name: str) -> list[dict]:
+        target = slo_of(d, column)
+        return [dict(type="line", xref="paper", x0=0, x1=1, y0=target, y1=target,
+                     line=dict(color="#dc2626", dash="dash", width=1.5))] if target else []
+
+    buttons = [dict(label=f"{name} p90", method="update",
+                    args=[{"visible": [k // traces == v for k in range(len(fig.data))]},
+                          {"shapes": slo_line(column, name), "yaxis.title.text": f"{name} p90 (ms)"}])
+               for v, (_, name, column) in enumerate(views)]
+    fig = style(fig, title, "TPOT p90 (ms)", "output tokens/s (all requests)")
+    fig.update_layout(shapes=slo_line("slo_tpot_ms", "TPOT"),
+                      updatemenus=[dict(type="buttons", direction="right", x=0.0, xanchor="left", y=1.16,
+                                        yanchor="bottom", buttons=buttons, showactive=True, pad=dict(r=4, t=2))])
+    fig.update_xaxes(rangemode="tozero", tickangle=0)
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def goodput(df: pd.DataFrame) -> go.Figure:
+    """Goodput (requests/s within both SLOs) against the request throughput reached at each load point; on the
+    diagonal every request met its targets."""
+    title = "Goodput: requests/s within the SLOs"
+    d = load_frame(df)
+    if d.empty:
+        return empty(title, "no load rows yet")
+    ttft, tpot = slo_of(d, "slo_ttft_ms"), slo_of(d, "slo_tpot_ms")
+    targets = " and ".join(t for t in (f"TTFT <= {ttft:g} ms" if ttft else "", f"TPOT <= {tpot:g} ms" if tpot else "")
+                           if t) or "no SLO set: goodput = throughput"
+    fig = go.Figure()
+    top = float(d["request_throughput"].max())
+    fig.add_scatter(x=[0, top], y=[0, top], mode="lines", name="every request within SLO",
+                    line=dict(color="#94a3b8", dash="dot", width=1), hoverinfo="skip")
+    for i, (series, part) in enumerate(d.groupby("series", sort=False)):
+        part = part.sort_values("request_throughput")
+        fig.add_scatter(
+            x=part["request_throughput"], y=part["goodput"], mode="lines+markers", name=series,
+            line=dict(color=RUN_COLORS[i % len(RUN_COLORS)], width=2), marker=dict(size=8),
+            hovertext=[f"<b>{series}</b> · {load}<br>goodput {g:.2f} of {t:.2f} req/s<br>{h}"
+                       for load, g, t, h in zip(part["load"], part["goodput"], part["request_throughput"], part["hover"])],
+            hovertemplate="%{hovertext}<extra></extra>")
+    fig = style(fig, f"{title} ({targets})", "goodput (req/s)", "request throughput (req/s)")
+    fig.update_xaxes(rangemode="tozero", tickangle=0)
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def request_timeline(records: list[dict], title: str = "Requests of one load point") -> go.Figure:
+    """Each request a bar from its arrival to its last token, waiting (arrival to first token) apart from
+    decoding, its first token marked: queueing shows as bars that start late in their light part.
+    Takes the records of one row from requests.jsonl (bench.requests_log.load_requests)."""
+    if not records:
+        return empty(title, "pick a load point")
+    rows = sorted(records, key=lambda r: r.get("request_id", 0))
+    num = lambda v: float(v) if v is not None else float("nan")  # noqa: E731
+    ids = [f"#{r.get('request_id')}" for r in rows]
+    arrival = [num(r.get("scheduled")) for r in rows]
+    first = [num(r.get("first_token")) for r in rows]
+    end = [num(r.get("end")) for r in rows]
+    failed = [r.get("status") != "ok" for r in rows]
+    fig = go.Figure()
+    fig.add_bar(y=ids, base=arrival, x=[(f if f == f else e) - a for a, f, e in zip(arrival, first, end)],
+                orientation="h", name="waiting for the first token",
+                marker=dict(color=["#fecaca" if bad else "#bfdbfe" for bad in failed]),
+                hovertext=[f"{i}: arrived {a:.3f} s, first token {f:.3f} s" + (f" · {r.get('error')}" if bad else "")
+                           for i, a, f, bad, r in zip(ids, arrival, first, failed, rows)],
+                hovertemplate="%{hovertext}<extra></extra>")
+    fig.add_bar(y=ids, base=first, x=[e - f for f, e in zip(first, end)], orientation="h", name="decoding",
+                marker=dict(color="#2563eb"),
+                hovertext=[f"{i}: {r.get('output_tokens')} tokens, ends {e:.3f} s" for i, e, r in zip(ids, end, rows)],
+                hovertemplate="%{hovertext}<extra></extra>")
+    fig.add_scatter(y=ids, x=first, mode="markers", name="first token",
+                    marker=dict(symbol="line-ns-open", size=12, color="#0f172a", line=dict(width=2)),
+                    hoverinfo="skip")
+    fig = style(fig, title, "request", "seconds from the load start")
+    fig.update_layout(barmode="overlay", height=max(HEIGHT, 40 + 16 * len(rows)))
+    fig.update_yaxes(autorange="reversed", tickangle=0)
+    fig.update_xaxes(rangemode="tozero", tickangle=0)
+    return fig
+
+
 FIGURES = {
     "tokens": tokens_per_s, "latency": latency, "tpot": time_per_output_token, "memory": memory,
     "speedup": speedup, "acceptance": acceptance, "positions": acceptance_by_position,
     "predicted": predicted_vs_measured, "quality": quality_vs_speed, "batch": batch_throughput,
+    "load": throughput_latency, "goodput": goodput,
 }

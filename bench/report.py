@@ -84,7 +84,53 @@ def cell_text(row: dict, key: str, fmt: str) -> str:
         return str(value)
 
 
+# Load rows (scenarios/load.py): per-request latencies at a load point, and what the engine delivered there.
+LOAD_COLUMNS = [
+    ("method", "method", "{}"), ("setting", "setting", "{}"), ("engine", "engine", "{}"), ("status", "status", "{}"),
+    ("requests", "reqs", "{:.0f}"), ("failed_requests", "failed", "{:.0f}"), ("request_throughput", "req/s", "{:.2f}"),
+    ("output_tokens_per_s", "out tok/s", "{:.1f}"), ("ttft_ms_median", "TTFT ms", "{:.1f}"),
+    ("ttft_ms_p90", "TTFT p90", "{:.1f}"), ("tpot_ms_median", "TPOT ms", "{:.2f}"), ("tpot_ms_p90", "TPOT p90", "{:.2f}"),
+    ("itl_ms_median", "ITL ms", "{:.2f}"), ("e2e_ms_median", "e2e ms", "{:.1f}"), ("queue_ms_median", "queue ms", "{:.1f}"),
+    ("goodput", "goodput", "{:.2f}"), ("sender_lagged", "lag!", "unstable"),
+]
+
+
+def is_load_row(row: dict) -> bool:
+    return not missing(row.get("concurrency")) or not missing(row.get("request_rate"))
+
+
+def grid_text(rows: list[dict], columns: list, starred: set[int] = frozenset()) -> str:
+    grid = [[h for _, h, _ in columns]] + [[cell_text(r, k, f) + (" *" if k == "setting" and i in starred else "")
+                                            for k, _, f in columns] for i, r in enumerate(rows)]
+    widths = [max(len(line[i]) for line in grid) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in grid]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def load_table(rows: list[dict]) -> str:
+    slo = {(r.get("slo_ttft_ms"), r.get("slo_tpot_ms")) for r in rows if r.get("status") == "ok"}
+    notes = [
+        "Per request: TTFT = send to first token (queueing included), TPOT = (last - first token) / (tokens - 1),",
+        "ITL = gap between tokens (an event of k tokens is k gaps); medians and p90 (p90 from 10 requests).",
+        "req/s and out tok/s = finished requests and their tokens / the load's duration; goodput = req/s within the SLOs"
+        + (" (none set: goodput = req/s)." if slo == {(0.0, 0.0)} else
+           f" (TTFT <= {next(iter(slo))[0]:g} ms, TPOT <= {next(iter(slo))[1]:g} ms; 0 = no target)." if len(slo) == 1
+           else "."),
+        "lag! = the load generator sent more than 10 ms late (p99): that row measured the client, not the engine.",
+    ]
+    errors = [f"{r['method']} [{r['setting']}] on {r['engine']}: {r['status']}: {r['error']}"
+              for r in rows if r.get("status") != "ok"]
+    for r in rows:
+        for n in str(r.get("notes") or "").split("; "):
+            if n and f"note: {n}" not in notes:
+                notes.append(f"note: {n}")
+    return "\n".join([grid_text(rows, LOAD_COLUMNS), ""] + notes + errors)
+
+
 def table(rows: list[dict]) -> str:
+    if rows and all(is_load_row(r) for r in rows):
+        return load_table(rows)
     starred = best_k(rows)
     grid = [[h for _, h, _ in COLUMNS]] + [[cell_text(r, k, f) + (" *" if k == "setting" and i in starred else "")
                                             for k, _, f in COLUMNS] for i, r in enumerate(rows)]
