@@ -147,7 +147,7 @@ def tokenizer_models(config):
 
 
 def prometheus_totals(text: str) -> dict[str, float]:
-    """Sums of the spec-decode counters in a Prometheus exposition (every label set, *_total samples)."""
+    """Totals of the spec-decode counters in a Prometheus exposition, summed over label sets (engines, models)."""
     out: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -156,7 +156,7 @@ def prometheus_totals(text: str) -> dict[str, float]:
         if not name.endswith("_total"):
             continue
         for column, stem in SPEC_COUNTERS.items():
-            if stem in name:
+            if name.rsplit(":", 1)[-1] == stem + "_total":  # not the per-position counters beside it
                 try:
                     out[column] = out.get(column, 0.0) + float(line.rsplit("}", 1)[-1].split()[0])
                 except (ValueError, IndexError):

@@ -118,3 +118,19 @@ def test_no_server_process_outlives_the_run(known_delay_run):
     time.sleep(0.2)
     mine = psutil.Process(os.getpid()).children(recursive=True)
     assert not [p for p in mine if "known_delay_server.py" in " ".join(p.cmdline())]
+
+
+def test_spec_decode_counters_are_read_from_prometheus_text():
+    from engines.server import prometheus_totals
+
+    text = """# HELP vllm:spec_decode_num_draft_tokens_total Number of draft tokens.
+# TYPE vllm:spec_decode_num_draft_tokens_total counter
+vllm:spec_decode_num_draft_tokens_total{engine="0",model_name="Qwen/Qwen3-4B"} 400.0
+vllm:spec_decode_num_draft_tokens_created{engine="0",model_name="Qwen/Qwen3-4B"} 1.7e9
+vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="Qwen/Qwen3-4B"} 252.0
+vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",position="0"} 90.0
+vllm:num_requests_running{engine="0"} 3.0
+"""
+    totals = prometheus_totals(text)
+    assert totals["drafted_tokens"] == 400.0
+    assert totals["accepted_tokens"] == 252.0  # not the per-position counter

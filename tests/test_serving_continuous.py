@@ -62,3 +62,23 @@ def test_eight_requests_at_once_take_less_than_eight_sequential_standard_calls(c
     sequential_s = time.perf_counter() - started
     # Both totals measured here: the load's first arrival to its last token, and eight calls back to back.
     assert row["duration_s"] < sequential_s
+
+
+def test_static_batching_makes_arrivals_wait_for_the_whole_batch(tmp_path):
+    """The baseline under load: with max_batch_size 2 and 4 requests at once, the second pair waits for the first
+    generate call to finish, and that wait is its queue time."""
+    from bench.config import Config
+    from bench.requests_log import load_requests
+    from bench.runner import run_all
+
+    config = Config.from_dict(dict(
+        model=MODEL, methods=["standard"], engine=["hf"], prompts=PROMPTS[:2], max_new_tokens=8, device="cpu",
+        dtype="float32", request_rate=["inf"], num_requests=4, warmup_requests=1, max_batch_size=2,
+        results=str(tmp_path / "runs.csv")))
+    (row,) = run_all(config)
+    assert row["status"] == "ok", row["error"]
+    assert row["batch_size"] == 2 and row["requests"] == 4 and row["new_tokens"] == 8
+    records = sorted(load_requests(config.results), key=lambda r: r["queue"])
+    early, late = records[:2], records[2:]
+    assert all(r["queue"] >= max(e["end"] for e in early) - r["sent"] - 1e-3 for r in late)
+    assert min(r["first_token"] for r in late) > max(e["end"] for e in early)
