@@ -17,6 +17,7 @@ from bench.dashboard.history_page import HistoryPage
 from bench.dashboard.results_page import ResultsPage
 from bench.dashboard.run_page import RunPage
 from bench.dashboard.samples_page import SamplesPage
+from bench.dashboard.slo_page import SloPage
 from decoding import METHODS
 
 # One benchmark per process: the queue (concurrency_id "gpu", limit 1) serialises the UI, this lock
@@ -49,6 +50,7 @@ def build_app(results_path: str | Path = "results/runs.csv", initial: dict | Non
             results = ResultsPage()
             samples = SamplesPage(ctx)
             history = HistoryPage(ctx)
+            SloPage(ctx)  # wires its own events: it reads only the results file and requests.jsonl
         # Wired after every page exists: a run streams into Results, and Samples follows the Run page's run.
         run.wire(results)
         samples.wire(run.run_state)
