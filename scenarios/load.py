@@ -30,7 +30,7 @@ from bench.requests_log import append_requests
 from bench.rows import one_line
 from decoding import METHODS
 from decoding.method import Point
-from decoding.types import NullProbe, Request, UnsupportedSetting
+from decoding.types import Inputs, NullProbe, Request, UnsupportedSetting
 from metrics.load import LoadFigures, RequestRecord
 from metrics.memory import is_out_of_memory
 from metrics.quality import first_difference
@@ -146,8 +146,6 @@ def request_template(job: Job, first: LoadRequest) -> Request:
 
     settings = dataclasses.replace(job.ctx.config.settings(), **job.point.overrides)
     ids = torch.tensor([first.ids])
-    from decoding.types import Inputs
-
     inputs = Inputs(ids, torch.ones_like(ids), (first.prompt_index,), (0,))
     try:
         METHODS[job.point.method](inputs, settings, CaptureEngine(), NullProbe(), **job.point.call)
@@ -160,17 +158,26 @@ def greedy(template: Request) -> bool:
     return not template.do_sample and template.num_beams == 1
 
 
+def batch_one(template: Request) -> bool:
+    """Drafting and beams run one sequence per call on the in-process engines."""
+    return bool(template.use_draft or template.prompt_lookup_num_tokens or template.num_beams > 1)
+
+
 # --- static batching: any call engine under load ------------------------------------------------------
 
 
 class StepProbe:
     """The engine's probe for one batch: the first token, and a time at every step it polls (hf: every token)."""
 
-    def __init__(self, stop_event):
-        self.stop_event, self.first, self.steps = stop_event, None, []
+    def __init__(self, stop_event, device):
+        self.stop_event, self.device, self.first, self.steps = stop_event, device, None, []
 
     def first_token(self) -> None:
         if self.first is None:
+            if self.device.type == "cuda":  # the token must exist, not just be queued
+                import torch
+
+                torch.cuda.synchronize(self.device)
             self.first = time.perf_counter()
 
     def should_stop(self) -> bool:
@@ -183,8 +190,7 @@ class StaticSession:
 
     def __init__(self, job: Job, template: Request):
         self.job, self.template = job, template
-        batch_one = template.use_draft or template.prompt_lookup_num_tokens or template.num_beams > 1
-        self.max_batch = 1 if batch_one else job.ctx.config.max_batch_size
+        self.max_batch = 1 if batch_one(template) else job.ctx.config.max_batch_size
         self.notes: set[str] = set()
         self.queue: asyncio.Queue | None = None
         self.worker = None
@@ -227,7 +233,7 @@ class StaticSession:
         forced = self.template.min_new_tokens >= self.template.max_new_tokens
         request = dataclasses.replace(self.template, input_ids=ids, attention_mask=mask, max_new_tokens=longest,
                                       min_new_tokens=longest if forced else self.template.min_new_tokens)
-        probe = StepProbe(ctx.stop_event)
+        probe = StepProbe(ctx.stop_event, device)
         generation = ctx.engine.generate(request, probe)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -378,8 +384,7 @@ def prepare(job: Job, cache: dict) -> tuple[list[LoadRequest], Request]:
     template = job.template = request_template(job, items[0])
     serving = hasattr(ctx.engine, "session")
     job.row["batch_size"] = "" if "remote" in kind else (
-        1 if not serving and (template.use_draft or template.prompt_lookup_num_tokens or template.num_beams > 1)
-        else ctx.config.max_batch_size)
+        1 if not serving and batch_one(template) else ctx.config.max_batch_size)
     return items, template
 
 
