@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from bench.rows import RANDOM_WEIGHTS_NOTE
+from bench.runs_meta import run_labels
 from decoding import BASELINE, METHODS
 
 # Row keys shown on hover, so a bar can be traced to the exact settings that produced it.
@@ -77,8 +78,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         ["  ★ best k" if i in starred else "" for i in range(len(d))]
     for k in varying:
         d["label"] += " · " + d[k].astype(str)
-    d["run"] = d["run_id"].astype(str)
-    d["hover"] = [hover_text(r) for r in d.to_dict("records")]
+    d["run"] = d["run_id"].astype(str).map(run_labels(d))  # legends: `name or run id · device name`
+    d["hover"] = [hover_text(r) for r in d[[k for k in HOVER_KEYS if k in d]].to_dict("records")]  # only what is shown
     return d
 
 

@@ -65,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
         epilog=f"presets: {', '.join(preset_names())}\n\nconfig keys (presets and --config files use these):\n{keys}")
     p.add_argument("--preset", help="run a preset from presets/ headless")
     p.add_argument("--config", help="run a JSON config file headless (same keys as a preset)")
+    p.add_argument("--report", metavar="PATH.html",
+                   help="after a headless run, write one self-contained HTML report of it (opens offline)")
     add_config_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="dashboard host (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="dashboard port (default 7860)")
@@ -90,7 +92,7 @@ def config_dict(args) -> dict:
     return data
 
 
-def headless(config: Config) -> int:
+def headless(config: Config, report: str | None = None) -> int:
     from tqdm import tqdm
 
     from bench.report import table
@@ -118,6 +120,14 @@ def headless(config: Config) -> int:
     print(table(rows))
     print(f"\n{len(rows)} rows appended to {config.results}; texts in "
           f"{os.path.join(os.path.dirname(config.results) or '.', 'outputs.jsonl')}")
+    if report and rows:
+        from bench.report_html import run_report
+
+        try:
+            print(f"report: {run_report(config.results, [rows[0]['run_id']], report, {rows[0]['run_id']: config.prompts})}")
+        except OSError as e:
+            print(f"error: cannot write the report to {report}: {e.strerror or e}", file=sys.stderr)
+            return 3
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
@@ -134,4 +144,4 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return headless(config)
+    return headless(config, args.report)

@@ -74,6 +74,9 @@ class Config:
     max_repetitions: int = option(20, "adaptive protocol (target_ci > 0): repetitions after which a row stops, narrow or not", "int", lo=2, hi=1000)
     seed: int = option(0, "seed for sampling methods and random weights", "int", lo=0, hi=2**31 - 1)
     heldout_text: str | None = option(None, "text file the heldout_ppl column scores each variant's target on; null: a short bundled text", "optstr")
+    name: str | None = option(None, "a name for the run, shown in legends and pickers (History can rename it later)", "optstr")
+    tags: str | None = option(None, "comma-separated tags for the run, e.g. fp16,baseline (History can change them later)", "optstr")
+    run_notes: str | None = option(None, "free-text notes about the run, kept in every row of it", "optstr")
     results: str = option("results/runs.csv", "CSV the rows are appended to; outputs.jsonl goes beside it", "str")
     # The load scenario (scenarios/load.py): it runs when one of these is set or an engine only serves.
     concurrency: list = option([], "load: closed loop, requests kept in flight; a list sweeps", "list[int]", lo=1, hi=100000)

@@ -17,6 +17,7 @@ RANDOM_WEIGHTS_NOTE = "random weights: acceptance figures are meaningless"
 
 IDENTITY = ["run_id", "timestamp", "status", "error", "method", "setting", "engine"]
 SETTINGS = [
+    "run_name", "run_tags", "run_notes",
     "model", "draft_model", "dtype", "quantization", "attention", "device", "random_weights",
     "batch_size", "do_sample", "temperature", "top_p", "top_k", "num_beams", "num_return_sequences",
     "num_draft_tokens", "max_new_tokens", "stop_at_eos", "num_prompts", "sequences", "warmup", "repetitions", "calls",
@@ -63,6 +64,7 @@ def base_row(config, run_id: str, point: Point, engine: str, quantization: str, 
         "temperature": config.temperature if sampling else "", "top_p": config.top_p if sampling else "",
         "top_k": config.top_k if sampling else "", "num_beams": 1, "num_return_sequences": 1, "num_draft_tokens": "",
         "max_new_tokens": config.max_new_tokens, "stop_at_eos": config.stop_at_eos,
+        "run_name": config.name or "", "run_tags": config.tags or "", "run_notes": config.run_notes or "",
         "num_prompts": len(config.prompts), "sequences": sum(config.completions()),
         "warmup": config.warmup, "repetitions": config.repetitions, "notes": "",
     })

@@ -47,12 +47,13 @@ def build_app(results_path: str | Path = "results/runs.csv", initial: dict | Non
         gr.Markdown(intro(), elem_id="bench-title")
         with gr.Tabs(elem_id="tabs"):
             run = RunPage(ctx, dict(initial or {}))
-            results = ResultsPage()
+            results = ResultsPage(ctx)
             samples = SamplesPage(ctx)
             history = HistoryPage(ctx)
             SloPage(ctx)  # wires its own events: it reads only the results file and requests.jsonl
         # Wired after every page exists: a run streams into Results, and Samples follows the Run page's run.
         run.wire(results)
+        results.wire(run.run_state)
         samples.wire(run.run_state)
         history.wire()
     demo.bench_results_path = ctx.results_path

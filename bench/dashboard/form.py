@@ -11,6 +11,7 @@ from bench.config import Config, ConfigError, default_of
 from bench.devices import cuda_problem
 
 SECTIONS = {  # section -> rows of field names; a field missing here lands in "More settings"
+    "Run": [["name", "tags"], ["run_notes"]],
     "Models": [["model", "draft_model"], ["dtype", "device", "engine"], ["quantization", "attention"],
                ["quantize_draft", "random_weights"]],
     "Workload": [["prompts"], ["completions_per_prompt", "max_new_tokens", "prompt_length"],
@@ -25,7 +26,7 @@ LABELS = {
     "prompts": "Prompts (one per line)", "top_p": "top-p", "top_k": "top-k", "num_beams": "Beams",
     "num_return_sequences": "Returned sequences", "dtype": "dtype", "warmup": "Warm-up calls",
     "num_draft_tokens": "Draft tokens k", "prompt_lookup_num_tokens": "Prompt-lookup tokens",
-    "results": "Results CSV",
+    "results": "Results CSV", "name": "Run name", "tags": "Tags", "run_notes": "Run notes",
 }
 
 

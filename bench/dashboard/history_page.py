@@ -1,5 +1,7 @@
-"""History: every row of every CSV in the results folder plus uploads, filtered, picked runs compared on
-the same charts as Results, the filtered rows exported as CSV. The data work is in history.py."""
+"""History: every row of every CSV in the results folder plus uploads, filtered; picked runs compared on the
+same charts as Results, against a baseline run in percent, with the settings they differ in; runs named,
+tagged, annotated and hidden through the sidecar (bench/runs_meta.py); the filtered rows exported as CSV and
+the compared runs as one HTML report. The data work is in history.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,34 +9,58 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from bench import charts, store
+from bench import charts, runs_meta, store
 from bench.dashboard.chart_grid import chart_grid
 from bench.dashboard.context import UI_ONLY, Context
-from bench.dashboard.history import (FILTERS, HISTORY_COLUMNS, filter_choices, filter_rows, history_files,
-                                     history_view, info_md, load_history, with_picked)
+from bench.dashboard.history import (FILTERS, HISTORY_COLUMNS, change_table, compared_runs, diff_table,
+                                     filter_choices, history_files, history_view, info_md, load_history,
+                                     run_choices, visible, with_picked)
+from bench.dashboard.html import error_md
 
 FILTER_LABELS = {"model": ("Model", "model"), "method": ("Method", "method"), "device": ("Device", "device"),
+                 "device_name": ("Device name", "device-name"),
                  "run_id": ("Runs (picked runs are compared in the charts)", "run")}  # key -> (label, elem_id part)
 
 
-def history_updates(results_path: Path, uploaded: list[str] | None, selected: dict[str, list]) -> list:
-    """Everything the History page shows: filter choices, info line, table, charts (in that order).
+def view_names() -> list[str]:
+    """What a tick in a filter redraws; read at build time, so a figure added to the registry shows up."""
+    return ["info", "change", "diff", "table", *[f"chart:{name}" for name in charts.FIGURES]]
+
+
+def view_updates(df: pd.DataFrame, problems: list[str], files: list[Path], results_path: Path,
+                 uploaded: list[str] | None, selected: dict[str, list], baseline: str | None = None,
+                 show_hidden: bool = False) -> dict:
+    """Info line, baseline changes, settings diff, table and charts of the picked rows: name -> value."""
+    shown = visible(df, show_hidden)
+    baseline = baseline if baseline and baseline in set(shown["run_id"].astype(str)) else None
+    rows, table, compared = history_view(shown, selected, baseline)
+    hidden = 0 if show_hidden else df.loc[df["hidden"].astype(bool), "run_id"].nunique()
+    out = {"info": info_md(shown, rows, compared, files, results_path.parent, bool(uploaded), problems, hidden),
+           "change": change_table(compared, baseline), "diff": diff_table(compared), "table": table}
+    for name, draw in charts.FIGURES.items():
+        out[f"chart:{name}"] = draw(compared)
+    return out
+
+
+def history_updates(results_path: Path, uploaded: list[str] | None, selected: dict[str, list],
+                    baseline: str | None = None, show_hidden: bool = False) -> dict:
+    """Everything the History page shows, name -> value: filter choices, the baseline and edit pickers,
+    then the view (info, change, diff, table, charts).
 
     The filters get new choices only, never a value: the user may tick more while this is computed, and
     an answer to an earlier state must not undo a later tick. A picked value that is gone (its file
     dropped) stays offered, marked, so it can be unticked."""
     files = history_files(results_path, uploaded)
-    df, problems = load_history(files)
-    updates = [gr.update(choices=with_picked(filter_choices(df, key), selected.get(key))) for key in FILTERS]
-    return [*updates, *view_updates(df, problems, files, results_path, uploaded, selected)]
-
-
-def view_updates(df: pd.DataFrame, problems: list[str], files: list[Path], results_path: Path,
-                 uploaded: list[str] | None, selected: dict[str, list]) -> list:
-    """Info line, table and charts of the picked rows."""
-    rows, shown, compared = history_view(df, selected)
-    info = info_md(df, rows, compared, files, results_path.parent, bool(uploaded), problems)
-    return [info, shown, *[draw(compared) for draw in charts.FIGURES.values()]]
+    df, problems = load_history(files, results_path)
+    shown = visible(df, show_hidden)
+    runs = run_choices(shown)
+    out = {f"filter:{key}": gr.update(choices=with_picked(filter_choices(shown, key, runs), selected.get(key)))
+           for key in FILTERS}
+    out["baseline"] = gr.update(choices=[("none", "")] + with_picked(runs, [baseline] if baseline else []))
+    # Hidden runs too: this is where they are shown again.
+    out["edit"] = gr.update(choices=runs if show_hidden or not df["hidden"].any() else run_choices(df))
+    out.update(view_updates(df, problems, files, results_path, uploaded, selected, baseline, show_hidden))
+    return out
 
 
 class HistoryPage:
@@ -45,52 +71,139 @@ class HistoryPage:
                 self.upload = gr.File(label="Add CSVs from other machines (this session only)", file_count="multiple",
                                       file_types=[".csv"], elem_id="history-upload", height=110, scale=3)
                 with gr.Column(scale=1, min_width=200):
-                    self.reload_btn = gr.Button("Reload", elem_id="history-reload")
-                    self.export_btn = gr.Button("Export filtered rows as CSV", elem_id="history-export")
-                    self.download = gr.File(label="Filtered rows", visible=False, interactive=False,
+                    self.reload_btn = gr.Button("Reload", elem_id="history-reload", size="sm")
+                    self.export_btn = gr.Button("Export filtered rows as CSV", elem_id="history-export", size="sm")
+                    self.report_btn = gr.Button("Download report of the compared runs (HTML)", size="sm",
+                                                elem_id="history-report")
+                    self.download = gr.File(label="Download", visible=False, interactive=False,
                                             elem_id="history-download")
             with gr.Row():
                 self.filters = {key: gr.Dropdown([], multiselect=True, label=FILTER_LABELS[key][0],
                                                  elem_id=f"history-filter-{FILTER_LABELS[key][1]}",
                                                  scale=3 if key == "run_id" else 1)
                                 for key in FILTERS}
+            with gr.Row():
+                self.baseline = gr.Dropdown([("none", "")], value="", label="Baseline run",
+                                            info="the compared runs' rows in percent of this run's", scale=3,
+                                            elem_id="history-baseline")
+                self.show_hidden = gr.Checkbox(False, label="Show hidden runs", elem_id="history-show-hidden",
+                                               scale=1)
             self.info = gr.Markdown("", elem_id="history-info")
+            with gr.Accordion("Against the baseline: percent change with 95% intervals", open=True,
+                              elem_id="history-change-section"):
+                gr.Markdown("Each row of the compared runs against the baseline's row of the same method, setting, "
+                            "engine, quantization and attention. *n.s.* = no significant difference (the interval "
+                            "holds 0). For TTFT, TPOT and memory lower is better.", elem_classes="bench-muted")
+                self.change = gr.Dataframe(pd.DataFrame(columns=["run", "row"]), interactive=False, wrap=False,
+                                           max_height=320, label="Change vs baseline", elem_id="history-change")
+            with gr.Accordion("Settings the compared runs differ in", open=True, elem_id="history-diff-section"):
+                self.diff = gr.Dataframe(pd.DataFrame(columns=["key"]), interactive=False, wrap=True,
+                                         max_height=320, label="Differences (settings and environment)",
+                                         elem_id="history-diff")
+            with gr.Accordion("Name, tag, annotate or hide a run", open=False, elem_id="history-edit-section"):
+                with gr.Row():
+                    self.edit_run = gr.Dropdown([], label="Run", scale=3, elem_id="history-edit-run")
+                    self.edit_name = gr.Textbox(label="Name", scale=2, elem_id="history-edit-name")
+                    self.edit_tags = gr.Textbox(label="Tags (comma separated)", scale=2, elem_id="history-edit-tags")
+                with gr.Row():
+                    self.edit_notes = gr.Textbox(label="Notes", lines=2, scale=5, elem_id="history-edit-notes")
+                    with gr.Column(scale=1, min_width=160):
+                        self.edit_hidden = gr.Checkbox(False, label="Hidden", elem_id="history-edit-hidden")
+                        self.save_btn = gr.Button("Save", variant="primary", size="sm", elem_id="history-edit-save")
+                self.edit_note = gr.Markdown("Kept in runs_meta.json beside the CSV; the CSV is never rewritten and "
+                                             "no row is deleted.", elem_id="history-edit-note")
             self.table = gr.Dataframe(pd.DataFrame(columns=HISTORY_COLUMNS), interactive=False, wrap=False,
                                       max_height=380, label="Rows (newest first)", elem_id="history-table")
             self.plots = chart_grid("history-chart-")
             self.uploaded = gr.State([])  # paths of this session's uploads; other sessions never see them
 
+    # ------------------------------------------------------------------ events
+
+    def components(self) -> dict:
+        return {**{f"filter:{k}": d for k, d in self.filters.items()}, "baseline": self.baseline,
+                "edit": self.edit_run, "info": self.info, "change": self.change, "diff": self.diff,
+                "table": self.table, **{f"chart:{name}": plot for name, plot in self.plots.items()}}
+
     def wire(self) -> None:
-        view = [self.info, self.table, *self.plots.values()]
-        args = dict(fn=self.show, inputs=[self.uploaded, *self.filters.values()],
-                    outputs=[*self.filters.values(), *view], show_progress="minimal", **UI_ONLY)
-        self.tab.select(**args)
-        self.reload_btn.click(**args)
+        every = self.components()
+        full_out = list(every.values())
+        view_out = [every[name] for name in view_names()]
+        state = [self.uploaded, self.baseline, self.show_hidden, *self.filters.values()]
+        full = dict(fn=self.show, inputs=state, outputs=full_out, show_progress="minimal", **UI_ONLY)
+        self.tab.select(**full)
+        self.reload_btn.click(**full)
+        self.show_hidden.input(**full)
+        view = dict(fn=self.show_view, inputs=state, outputs=view_out, show_progress="minimal",
+                    trigger_mode="always_last", **UI_ONLY)
+        # A tick redraws the rows and charts only, never the filters; the last tick always gets its answer.
         for dropdown in self.filters.values():
-            # A tick redraws the rows and charts only, never the filters; the last tick always gets its answer.
-            dropdown.input(self.show_view, [self.uploaded, *self.filters.values()], view, show_progress="minimal",
-                           trigger_mode="always_last", **UI_ONLY)
-        self.upload.upload(self.add_uploads, [self.upload, self.uploaded], self.uploaded, **UI_ONLY).then(**args)
-        self.export_btn.click(self.export, [self.uploaded, *self.filters.values()], self.download, **UI_ONLY)
+            dropdown.input(**view)
+        self.baseline.input(**view)
+        self.upload.upload(self.add_uploads, [self.upload, self.uploaded], self.uploaded, **UI_ONLY).then(**full)
+        self.export_btn.click(self.export, state, self.download, **UI_ONLY)
+        self.report_btn.click(self.report, state, self.download, **UI_ONLY)
+        edit_fields = [self.edit_name, self.edit_tags, self.edit_notes, self.edit_hidden]
+        self.edit_run.input(self.fill_edit, [self.uploaded, self.edit_run], edit_fields, **UI_ONLY)
+        self.save_btn.click(self.save, [self.edit_run, *edit_fields], self.edit_note, **UI_ONLY).then(**full)
 
     def selection(self, values) -> dict[str, list]:
         return dict(zip(FILTERS, values))
 
-    def show(self, files, *selected_values):
-        return history_updates(self.ctx.results_path, files, self.selection(selected_values))
+    def show(self, files, baseline, show_hidden, *selected_values):
+        out = history_updates(self.ctx.results_path, files, self.selection(selected_values), baseline or None,
+                              bool(show_hidden))
+        return [out[name] for name in self.components()]
 
-    def show_view(self, files, *selected_values):
+    def show_view(self, files, baseline, show_hidden, *selected_values):
         paths = history_files(self.ctx.results_path, files)
-        df, problems = load_history(paths)
-        return view_updates(df, problems, paths, self.ctx.results_path, files, self.selection(selected_values))
+        df, problems = load_history(paths, self.ctx.results_path)
+        out = view_updates(df, problems, paths, self.ctx.results_path, files, self.selection(selected_values),
+                           baseline or None, bool(show_hidden))
+        return [out[name] for name in view_names()]
 
     @staticmethod
     def add_uploads(files, current):
         return list(dict.fromkeys((current or []) + [str(f) for f in files or []]))
 
-    def export(self, files, *selected_values):
-        df, _ = load_history(history_files(self.ctx.results_path, files))
-        rows = filter_rows(df, self.selection(selected_values))
+    def picked_rows(self, files, baseline, show_hidden, selected_values):
+        df, _ = load_history(history_files(self.ctx.results_path, files), self.ctx.results_path)
+        shown = visible(df, bool(show_hidden))
+        rows, _, compared = history_view(shown, self.selection(selected_values), baseline or None)
+        return rows, compared
+
+    def export(self, files, baseline, show_hidden, *selected_values):
+        rows, _ = self.picked_rows(files, baseline, show_hidden, selected_values)
         path = self.ctx.export_file("history", ".csv")
-        store.export_csv(rows, path)  # cells a spreadsheet would run as formulas are escaped
+        store.export_csv(rows.drop(columns=["hidden"], errors="ignore"), path)  # formula cells are escaped
         return gr.update(value=str(path), visible=True, label=f"Filtered rows ({len(rows):,})")
+
+    def report(self, files, baseline, show_hidden, *selected_values):
+        from bench.report_html import write_report
+
+        _, compared = self.picked_rows(files, baseline, show_hidden, selected_values)
+        if compared.empty:
+            return gr.update(visible=True, value=None, label="No run to report")
+        runs = set(compared_runs(compared))
+        records = [r for r in store.load_outputs(self.ctx.results_path) if str(r.get("run_id")) in runs]
+        path = write_report(self.ctx.export_file("report", ".html"), compared, records, dict(self.ctx.run_prompts))
+        return gr.update(value=str(path), visible=True, label=f"Report of {len(runs)} run(s)")
+
+    def fill_edit(self, files, run_id):
+        df, _ = load_history(history_files(self.ctx.results_path, files), self.ctx.results_path)
+        part = df[df["run_id"].astype(str) == str(run_id)]
+        if part.empty:
+            return "", "", "", False
+        first = part.iloc[0]
+        return (runs_meta.text(first["run_name"]), runs_meta.tags_text(runs_meta.text(first["run_tags"])),
+                runs_meta.text(first["run_notes"]), bool(part["hidden"].any()))
+
+    def save(self, run_id, name, tags, notes, hidden):
+        if not run_id:
+            return error_md("pick a run first")
+        try:
+            runs_meta.update_meta(self.ctx.results_path, run_id, name=(name or "").strip(), tags=tags or "",
+                                  notes=(notes or "").strip(), hidden=bool(hidden))
+        except runs_meta.MetaError as e:
+            return error_md(str(e))
+        return (f"Saved for `{run_id}`{' (hidden)' if hidden else ''} in "
+                f"`{runs_meta.meta_path(self.ctx.results_path).name}`; the CSV is unchanged.")

@@ -8,6 +8,8 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
+from bench.rows import RANDOM_WEIGHTS_NOTE
+
 if TYPE_CHECKING:
     from bench.runner import Progress
 
@@ -70,14 +72,21 @@ def run_failed_md(problem: str, kept: int) -> str:
             f"{kept} finished rows are kept.\n\n</div>")
 
 
-def summary_md(rows: list[dict], seconds: float | None = None) -> str:
+def summary_md(rows: list[dict], seconds: float | None = None, note: str = "") -> str:
+    """The line above the Results charts: which run, what ran where, how many rows. note: where it came from."""
     if not rows:
-        return "No run yet in this session. Press **Run** on the Run page; earlier runs are in **History**."
+        return ("No run yet. Press **Run** on the Run page; when the results file has runs, the newest shows "
+                "here, and every run is in **History**.")
     r = rows[0]
     ok = sum(x.get("status") == "ok" for x in rows)
     took = f" · {seconds:.0f} s" if seconds is not None else ""
-    return (f"**Run `{r['run_id']}`** · model `{r['model']}` · {r['device']} ({r.get('device_name', '')}) · "
-            f"{len(rows)} rows, {ok} ok{took}. *tok/s per sequence* = one sequence's new tokens / its call's "
+    name = str(r.get("run_name") or "")
+    name = "" if name in ("nan", "<NA>") else f" **{escape(name)}**"
+    when = str(r.get("timestamp", ""))[:16].replace("T", " ")
+    return ((f"{note}\n\n" if note else "")
+            + f"**Run `{r['run_id']}`**{name} · {escape(when)} · model `{r['model']}` · {r['device']} "
+            f"({escape(str(r.get('device_name', '')))}) · {len(rows)} {'row' if len(rows) == 1 else 'rows'}, "
+            f"{ok} ok{took}. *tok/s per sequence* = one sequence's new tokens / its call's "
             f"latency; *aggregate tok/s* = all new tokens of a call / its latency; they are never mixed in a chart.")
 
 
@@ -85,16 +94,36 @@ def muted(text: str) -> str:
     return f'<p class="bench-muted">{escape(text)}</p>'
 
 
+RANDOM_MODELS = ("tiny-random/",)  # model ids of the project's random test models (bench/tiny.py)
+
+
+def meaningless_text(rows: list[dict]) -> bool:
+    """Texts of random weights (random_weights, or the project's random test models) mean nothing."""
+    return any(str(r.get("random_weights")).lower() == "true" or str(r.get("model", "")).startswith(RANDOM_MODELS)
+               or RANDOM_WEIGHTS_NOTE in str(r.get("notes", "")) for r in rows)
+
+
+RANDOM_TEXT_NOTE = ("These texts come from random weights (random_weights, or a random test model): they are "
+                    "meaningless by design. Speed and memory are real; the words are not.")
+
+
 def samples_html(records: list[dict], run_id: str | None, methods: list[str] | None = None,
-                 completion: int = 0, prompts: list[str] | None = None) -> str:
-    """Texts of one run, one block per prompt, one card per method x setting side by side."""
-    recs = [r for r in records if r.get("run_id") == run_id and r.get("completion_index", 0) == completion]
+                 completion: int = 0, prompts: list[str] | None = None, rows: list[dict] | None = None) -> str:
+    """Texts of one run, one block per prompt, one card per method x setting side by side. rows: the run's
+    CSV rows, for the note that random weights write meaningless text."""
+    in_run = [r for r in records if r.get("run_id") == run_id]
     if methods:
-        recs = [r for r in recs if f"{r['method']} [{r['setting']}]" in methods]
+        in_run = [r for r in in_run if f"{r['method']} [{r['setting']}]" in methods]
+    recs = [r for r in in_run if r.get("completion_index", 0) == completion]
     if not recs:
+        have = sorted({int(r.get("completion_index", 0)) for r in in_run})
+        if have and completion not in have:
+            shown = f"1 to {have[-1] + 1}" if have == list(range(have[-1] + 1)) else ", ".join(str(c + 1) for c in have)
+            return muted(f"This run has no completion {completion + 1}: its prompts have completions {shown}.")
         return muted("No texts for this selection (failed rows store no text).")
+    note = f'<p class="bench-note">{escape(RANDOM_TEXT_NOTE)}</p>' if meaningless_text(rows or []) else ""
     variant = len({(r.get("engine"), r.get("quantization"), r.get("attention")) for r in recs}) > 1
-    out = []
+    out = [note]
     for p in sorted({r["prompt_index"] for r in recs}):
         prompt = prompts[p] if prompts and p < len(prompts) else f"prompt {p + 1}"
         cards = {}

@@ -3,9 +3,26 @@ from __future__ import annotations
 
 import gradio as gr
 
-from bench import store
+import pandas as pd
+
+from bench import runs_meta, store
 from bench.dashboard.context import UI_ONLY, Context
 from bench.dashboard.html import muted, samples_html
+
+
+def run_rows(results_path) -> pd.DataFrame:
+    """The CSV's rows with the sidecar's names laid over them; none when the CSV cannot be read."""
+    try:
+        df = store.load_rows(results_path) if results_path.exists() else pd.DataFrame(columns=store.COLUMNS)
+    except Exception:
+        df = pd.DataFrame(columns=store.COLUMNS)
+    return runs_meta.apply_meta(df, runs_meta.load_meta(results_path))
+
+
+def run_picker(rows: pd.DataFrame, runs: list[str]) -> list[tuple[str, str]]:
+    """(label, run_id) of each run with texts, newest first: name or id, device, model, date, row count."""
+    lines = {line["run_id"]: runs_meta.choice_label(line) for line in runs_meta.run_overview(rows).to_dict("records")}
+    return [(lines.get(str(r), str(r)), r) for r in runs]
 
 
 class SamplesPage:
@@ -41,9 +58,11 @@ class SamplesPage:
             where = store.outputs_path(self.ctx.results_path)
             return gr.update(choices=[], value=None), gr.update(choices=[], value=[]), \
                 muted(f"No generated texts yet in {where}.")
+        rows = run_rows(self.ctx.results_path)
         completion = max(int(completion or 1), 1) - 1  # the page counts from 1, outputs.jsonl from 0
-        body = samples_html(records, run_id, methods, completion, self.ctx.run_prompts.get(run_id))
-        return gr.update(choices=runs, value=run_id), gr.update(choices=keys, value=methods), body
+        body = samples_html(records, run_id, methods, completion, self.ctx.run_prompts.get(run_id),
+                            rows[rows["run_id"].astype(str) == str(run_id)].to_dict("records"))
+        return gr.update(choices=run_picker(rows, runs), value=run_id), gr.update(choices=keys, value=methods), body
 
     def show_latest(self, current, methods, completion):
         return self.show(current, methods, completion, current)
