@@ -91,6 +91,8 @@ def check_load(config) -> str | None:
                 "measure in-process engines in a separate run")
     if remote and not config.endpoint and not config.server_command:
         return "config key 'endpoint' is needed by engine 'server' (e.g. http://127.0.0.1:8000/v1), or set server_command"
+    if config.endpoint and "{port}" in config.endpoint and not config.server_command:
+        return "config key 'endpoint' has {port}, which only a server the tool starts (server_command) fills in"
     if config.endpoint and not str(config.endpoint).startswith(("http://", "https://")):
         return f"config key 'endpoint' must start with http:// or https://, got '{config.endpoint}'"
     if any(math.isinf(r) for r in config.request_rate) and not config.num_requests and config.duration_s:
