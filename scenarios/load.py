@@ -196,6 +196,16 @@ class StaticSession:
         self.worker = None
 
     async def start(self) -> None:
+        from engines import ENGINES
+
+        ctx = self.job.ctx
+        spec = ENGINES.get(ctx.engine_name)
+        if spec is not None and spec.compiles and ctx.models.device.type == "cuda":
+            # Arrivals form batches of every size up to max_batch: each shape compiles once here, never in a
+            # measured batch.
+            longest = max(self.job.items, key=lambda r: (r.output_tokens, len(r.ids)))
+            for size in range(1, self.max_batch + 1):
+                await asyncio.to_thread(self.run, [longest] * size)
         self.queue = asyncio.Queue()
         self.worker = asyncio.create_task(self.work())
 
