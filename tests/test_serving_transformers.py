@@ -1,6 +1,7 @@
 """The server engine against a real `transformers serve` on 127.0.0.1 serving the tiny target in float32 on the CPU:
 every request recorded, texts non-empty, greedy texts equal to in-process standard's, and no process left behind."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,8 @@ def transformers_serve(tmp_path):
 
     port = free_port()
     cli = Path(sys.executable).with_name("transformers")
+    if not cli.exists():
+        cli = Path(shutil.which("transformers") or cli)
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen([str(cli), "serve", str(tiny_path("tiny/target")), "--device", "cpu", "--dtype", "float32",
                              "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
