@@ -242,15 +242,21 @@ def time_per_output_token(df: pd.DataFrame) -> go.Figure:
 
 
 def memory(df: pd.DataFrame) -> go.Figure:
-    """Peak GPU memory allocated during the measured calls."""
+    """Peak GPU memory allocated during the measured calls; for rows without GPU figures (CPU runs), the
+    process's peak resident memory (RSS) instead, so a CPU run shows what it held in RAM."""
     title = "Peak GPU memory allocated"
     d = prepare(df)
     if d.empty:
         return empty(title, "no finished rows yet")
-    d = d[d["peak_allocated_mib"].notna()]
-    if d.empty:
-        return empty(title, "no GPU memory figures: peak memory is measured<br>on CUDA devices only (these rows ran on CPU)")
-    fig = go.Figure(bars(d, "peak_allocated_mib", fmt=".0f", unit=" MiB"))
+    gpu = d[d["peak_allocated_mib"].notna()]
+    if gpu.empty:
+        rss = d[pd.to_numeric(d.get("peak_rss_mib"), errors="coerce").notna()] if "peak_rss_mib" in d else d.iloc[:0]
+        if rss.empty:
+            return empty(title, "no memory figures in these rows")
+        rss = rss.assign(peak_rss_mib=pd.to_numeric(rss["peak_rss_mib"], errors="coerce"))
+        fig = go.Figure(bars(rss, "peak_rss_mib", fmt=".0f", unit=" MiB"))
+        return style(fig, "Peak process memory (RSS: CPU RAM, the whole process; no GPU in these rows)", "MiB")
+    fig = go.Figure(bars(gpu, "peak_allocated_mib", fmt=".0f", unit=" MiB"))
     return style(fig, title, "MiB")
 
 

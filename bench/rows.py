@@ -26,7 +26,8 @@ DERIVED = ["speedup_vs_standard", "speedup_vs_standard_ci_low", "speedup_vs_stan
            "throughput_vs_standard", "throughput_vs_standard_ci_low", "throughput_vs_standard_ci_high",
            "greedy_match", "first_divergence", "warmup_s", "compile_s", "notes"]
 ENVIRONMENT = [
-    "device_name", "device_memory_gib", "gpu_count", "torch_version", "transformers_version",
+    "device_name", "device_memory_gib", "gpu_count", "gpu_driver", "cpu_model", "cpu_count", "ram_gib",
+    "torch_version", "transformers_version",
     "bitsandbytes_version", "cuda_version", "python_version", "hostname",
 ]
 COLUMNS = IDENTITY + SETTINGS + metrics.COLUMNS + DERIVED + ENVIRONMENT

@@ -14,13 +14,14 @@ from metrics.energy import EnergyMeter
 from metrics.load import LoadFigures
 from metrics.memory import PeakMemory
 from metrics.quality import Quality
+from metrics.rss import PeakRSS
 from metrics.timing import CallTimer
 from metrics.tokens import TokenCounts
 
-METRICS = (TokenCounts, CallTimer, PeakMemory, EnergyMeter, DraftCounts, Bandwidth, Quality, LoadFigures)  # CSV column order
+METRICS = (TokenCounts, CallTimer, PeakMemory, PeakRSS, EnergyMeter, DraftCounts, Bandwidth, Quality, LoadFigures)  # CSV column order
 # Entered last to first around a call: CallTimer sits closest to it, so no other tracker's work is timed,
 # and the energy counter is read after the timer's synchronize.
-TRACKERS = (CallTimer, PeakMemory, EnergyMeter)
+TRACKERS = (CallTimer, PeakMemory, PeakRSS, EnergyMeter)
 COLUMNS = [c for m in METRICS for c in m.columns]
 
 
