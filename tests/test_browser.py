@@ -287,3 +287,46 @@ def test_history_keeps_every_fast_tick_in_the_runs_filter(served, page, tmp_path
     assert "Charts compare 3 run" in page.inner_text("#history-info")
     legend = page.text_content("#history-chart-tokens .legend")
     assert all(run in legend for run in picked)
+
+
+def test_history_names_hides_diffs_and_compares_against_a_baseline(served, page):
+    """Issue 12's lab notebook, through the page: rename and tag a run, pick a baseline, read the percent
+    change and the settings diff, hide a run and show it again. The CSV is never rewritten."""
+    from test_dashboard_notebook import run_rows
+
+    import pandas as pd
+
+    url, results = served
+    results.parent.mkdir(parents=True, exist_ok=True)
+    rows = run_rows("run-a", 10.0) + run_rows("run-b", 12.0, device_name="AMD EPYC")
+    pd.DataFrame(rows, columns=store.COLUMNS).to_csv(results, index=False)
+    before = results.read_bytes()
+    page.goto(url)
+    open_tab(page, "History")
+    page.wait_for_selector("#history-info:has-text('4 of 4 rows')")
+
+    page.click("#history-edit-section button, #history-edit-section .label-wrap")  # open the editor
+    page.click("#history-edit-run input")
+    page.get_by_role("option", name="run-a", exact=False).click()
+    page.fill("#history-edit-name textarea, #history-edit-name input", "fp32 baseline")
+    page.fill("#history-edit-tags textarea, #history-edit-tags input", "fp32, quiet")
+    page.click("#history-edit-save")
+    page.wait_for_selector("#history-edit-note:has-text('Saved')")
+
+    page.click("#history-baseline input")
+    page.get_by_role("option", name="fp32 baseline", exact=False).click()
+    page.wait_for_selector("#history-change:has-text('+20.0%')", timeout=20_000)
+    assert "run-b · AMD EPYC" in page.inner_text("#history-change")
+    page.wait_for_selector("#history-diff:has-text('device_name')")
+    assert "Intel Xeon" in page.inner_text("#history-diff") and "AMD EPYC" in page.inner_text("#history-diff")
+    assert "fp32 baseline · Intel Xeon" in page.text_content("#history-chart-tokens .legend")
+
+    page.check("#history-edit-hidden input")  # hide run-a: gone from the rows, kept on disk
+    page.click("#history-edit-save")
+    page.wait_for_selector("#history-info:has-text('1 hidden run')", timeout=20_000)
+    assert "2 of 2 rows" in page.inner_text("#history-info")
+    page.check("#history-show-hidden input")
+    page.wait_for_selector("#history-info:has-text('4 of 4 rows')", timeout=20_000)
+    assert results.read_bytes() == before  # renamed, tagged and hidden: the CSV is untouched
+    meta = json.loads((results.parent / "runs_meta.json").read_text())["runs"]["run-a"]
+    assert meta == {"name": "fp32 baseline", "tags": ["fp32", "quiet"], "notes": "", "hidden": True}
