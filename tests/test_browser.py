@@ -29,6 +29,7 @@ CHROMIUM = "/usr/bin/chromium"
 RUN_TIMEOUT_MS = 300_000  # the tiny preset takes ~15 s alone; Chromium shares the CPU with it
 VIEWPORT = {"width": 1440, "height": 1150}
 DOC_SHOTS = {"run_page.png": "docs/run_page.png", "results_page.png": "docs/results_page.png"}
+NOTEBOOK_SHOT = "docs/history_page.png"  # from the History notebook test: two runs against a baseline
 
 
 def free_port() -> int:
@@ -289,7 +290,7 @@ def test_history_keeps_every_fast_tick_in_the_runs_filter(served, page, tmp_path
     assert all(run in legend for run in picked)
 
 
-def test_history_names_hides_diffs_and_compares_against_a_baseline(served, page):
+def test_history_names_hides_diffs_and_compares_against_a_baseline(served, page, tmp_path):
     """Issue 12's lab notebook, through the page: rename and tag a run, pick a baseline, read the percent
     change and the settings diff, hide a run and show it again. The CSV is never rewritten."""
     from test_dashboard_notebook import run_rows
@@ -320,6 +321,11 @@ def test_history_names_hides_diffs_and_compares_against_a_baseline(served, page)
     page.wait_for_selector("#history-diff:has-text('device_name')")
     assert "Intel Xeon" in page.inner_text("#history-diff") and "AMD EPYC" in page.inner_text("#history-diff")
     assert "fp32 baseline · Intel Xeon" in page.text_content("#history-chart-tokens .legend")
+    if os.environ.get("BENCH_UPDATE_SCREENSHOTS") == "1":
+        page.mouse.move(0, 0)  # the newest run and the baseline are compared: no pick needed
+        page.wait_for_timeout(1500)
+        page.screenshot(path=tmp_path / "history_page.png", full_page=True)
+        save_doc_shot(tmp_path / "history_page.png", ROOT / NOTEBOOK_SHOT, max_bytes=400_000)
 
     page.check("#history-edit-hidden input")  # hide run-a: gone from the rows, kept on disk
     page.click("#history-edit-save")
