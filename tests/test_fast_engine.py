@@ -147,6 +147,155 @@ def test_draft_equal_to_target_is_always_accepted(tiny_models, inputs, k):
     assert spec.verify_steps == full_rounds + (rest > 1)  # a round of k+1 tokens each; a last 1 is a plain step
 
 
+# -- the no-sync round: the same tokens and counts as the synced one, a read per batch of rounds --------------------
+
+
+def counts(g: Generation) -> tuple:
+    return (g.drafted, g.accepted, g.verify_steps, g.accepted_by_position, g.offered_by_position, g.natural_eos,
+            g.target_forwards, g.drafted_all)
+
+
+@pytest.fixture(scope="module")
+def drafters(tiny_models):
+    """Models and method per drafter: the tiny draft (it disagrees with the target nearly always), the target with
+    noise on its output head (agrees often, not always: accepted prefixes of every length), the target as its own
+    draft (every draft accepted), and prompt lookup."""
+    import copy
+
+    noisy = copy.deepcopy(tiny_models.target)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        w = noisy.lm_head.weight
+        w.add_(torch.randn(w.shape, generator=generator) * w.std() * 0.1)
+    return {"disagreeing": (tiny_models, "speculative"),
+            "noisy": (dataclasses.replace(tiny_models, draft=noisy), "speculative"),
+            "self": (dataclasses.replace(tiny_models, draft=tiny_models.target), "speculative"),
+            "lookup": (tiny_models, "prompt_lookup")}
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("drafter", ["disagreeing", "noisy", "self", "lookup"])
+def test_nosync_round_equals_the_synced_round(inputs, drafters, drafter, k):
+    models, method = drafters[drafter]
+    settings = dataclasses.replace(S, max_new_tokens=19, num_draft_tokens=k, prompt_lookup_num_tokens=k)
+    x = inputs([1])
+    synced = run(method, FastEngine(models, nosync=False), x, settings)
+    nosync = run(method, FastEngine(models, nosync=True), x, settings)
+    assert torch.equal(nosync.sequences, synced.sequences)
+    assert counts(nosync) == counts(synced)
+    assert synced.verify_steps > 0 and nosync.sequences.shape == (1, 19)
+    if drafter in ("noisy", "self"):
+        assert synced.accepted > 0
+    if drafter == "noisy":
+        assert synced.accepted < synced.drafted
+
+
+@pytest.mark.parametrize("drafter", ["noisy", "self", "lookup"])
+def test_nosync_round_counts_a_forced_length_alike(tiny_models, inputs, drafters, drafter):
+    """EOS redefined as the token greedy decoding emits at index 3, masked there by a forced length: the natural EOS
+    cuts the counts (of earlier rounds too: a round's offered positions past it), never the tokens."""
+    models, method = drafters[drafter]
+    x = inputs([1])
+    settings = dataclasses.replace(S, max_new_tokens=16, num_draft_tokens=3, prompt_lookup_num_tokens=3)
+    eos = run("standard", FastEngine(tiny_models), x, settings).sequences[0, 3].item()
+    models = dataclasses.replace(models, eos_token_ids=(eos,))
+    synced = run(method, FastEngine(models, nosync=False), x, settings)
+    nosync = run(method, FastEngine(models, nosync=True), x, settings)
+    assert torch.equal(nosync.sequences, synced.sequences) and nosync.sequences.shape == (1, 16)
+    assert counts(nosync) == counts(synced) and nosync.natural_eos is not None
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("min_new", [0, 7])
+def test_nosync_round_stops_at_eos_like_standard(tiny_models, inputs, drafters, k, min_new):
+    """EOS (the token greedy decoding emits at index 5) ends the run, checked every few rounds on the device; with
+    min_new_tokens past it, it is masked until then. Tokens past the EOS are padding, the length is the standard's."""
+    models, stop = eos_models(drafters["noisy"][0], inputs, 5)
+    x = inputs([1])
+    base = dict(max_new_tokens=24, min_new_tokens=min_new)
+    standard = FastEngine(models).generate(Request(x.input_ids, x.attention_mask, **base), NullProbe())
+    if min_new == 0:
+        assert standard.new_tokens == [stop]
+    for extra in (dict(use_draft=True, num_draft_tokens=k), dict(prompt_lookup_num_tokens=k)):
+        request = Request(x.input_ids, x.attention_mask, **base, **extra)
+        nosync = FastEngine(models, nosync=True).generate(request, NullProbe())
+        synced = FastEngine(models, nosync=False).generate(request, NullProbe())
+        assert torch.equal(nosync.sequences, standard.sequences), extra
+        assert nosync.new_tokens == standard.new_tokens
+        assert counts(nosync) == counts(synced), extra
+        check_shape(nosync, models)
+
+
+class DeviceReads:
+    """Counts the ways Python reads a tensor's value (each a host sync on a GPU) while installed."""
+
+    METHODS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
+
+    def __init__(self, monkeypatch):
+        self.n = 0
+        for name in self.METHODS:
+            original = getattr(torch.Tensor, name)
+
+            def counted(*args, _original=original, **kwargs):
+                self.n += 1
+                return _original(*args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+@pytest.mark.parametrize("drafter", ["disagreeing", "self", "lookup"])
+def test_nosync_round_reads_the_device_once_per_batch_of_rounds(monkeypatch, inputs, drafters, drafter):
+    """A fixed length: the host reads how many tokens exist once per CHECK_EVERY rounds (fewer near the end), never
+    once per round; the counts wait on the device until asked for. The synced round, for contrast, reads every
+    round: the counter sees reads."""
+    from engines.fast.loops import CHECK_EVERY
+
+    models, method = drafters[drafter]
+    x = inputs([1])
+    k, n = 3, 40
+    request = Request(x.input_ids, x.attention_mask, max_new_tokens=n, min_new_tokens=n, use_draft=method ==
+                      "speculative", num_draft_tokens=k, prompt_lookup_num_tokens=k if method != "speculative" else 0)
+    reads = {}
+    for nosync in (True, False):
+        engine = FastEngine(models, nosync=nosync)
+        engine.generate(request, NullProbe())  # caches and round state allocated
+        with monkeypatch.context() as patch:
+            counter = DeviceReads(patch)
+            g = engine.generate(request, NullProbe())
+            reads[nosync] = counter.n
+        assert g.sequences.shape == (1, n)
+    rounds = g.target_forwards - 1  # every forward after the prefill is a round (or a plain step in its place)
+    assert rounds >= 2 * CHECK_EVERY if drafter != "self" else rounds >= n // (k + 1)
+    assert reads[True] <= -(-rounds // CHECK_EVERY) + 2, (reads, rounds)
+    assert reads[False] >= rounds
+
+
+def test_lookup_on_the_device_equals_prompt_lookup_candidates():
+    """rounds.lookup_drafts against the host's prompt_lookup_candidates, on random sequences of 6 symbols (n-grams
+    repeat, EOS occurs) placed after some stale slots (a left padding) in a buffer of stale tokens."""
+    from engines.fast.rounds import lookup_drafts
+
+    generator = torch.Generator().manual_seed(0)
+    eos, k, M = 5, 4, 40
+    eos_mask = torch.arange(6) == eos  # (6,)
+    for _ in range(400):
+        start, length, room = (int(torch.randint(lo, hi, (1,), generator=generator)) for lo, hi in
+                               ((0, 4), (1, 30), (0, k + 1)))
+        buffer = torch.randint(0, 6, (M,), generator=generator)  # (M,)
+        sequence = buffer[start:start + length].tolist()
+        drafts, offered = lookup_drafts(buffer, torch.tensor(start), torch.tensor(start + length - 1),
+                                        torch.tensor(room), eos_mask, torch.tensor(-1), k)
+        expected = prompt_lookup_candidates(sequence, room, {eos})
+        assert int(offered) == len(expected), (sequence, room)
+        assert drafts[0].tolist() == expected + [-1] * (k - len(expected)), (sequence, room)
+
+
+def test_nosync_is_the_default_and_the_switch_turns_it_off(tiny_models, monkeypatch):
+    assert FastEngine(tiny_models).nosync
+    monkeypatch.setenv("BENCH_FAST_NOSYNC", "0")
+    assert not FastEngine(tiny_models).nosync and FastEngine(tiny_models, nosync=True).nosync
+
+
 # -- sampling ---------------------------------------------------------------------------------------------------
 
 
@@ -283,16 +432,23 @@ def target_distribution(models, temperature, top_p):
     return torch.softmax(processors(ids, logits), dim=-1)[0]
 
 
-@pytest.mark.parametrize("accept", ["rejection", "always"])
-def test_speculative_sampling_end_to_end_keeps_the_target_distribution(accept):
+@pytest.mark.parametrize("accept, drafter, nosync", [
+    ("rejection", "draft", True), ("rejection", "draft", False), ("always", "draft", True), ("always", "draft", False),
+    ("rejection", "lookup", True)], ids=lambda v: {True: "nosync", False: "synced"}.get(v, v))
+def test_speculative_sampling_end_to_end_keeps_the_target_distribution(accept, drafter, nosync):
+    """Both rounds, both drafters: a draft model's sampled drafts, and prompt lookup's deterministic ones (one-hot q;
+    the context-free target's i.i.d. output repeats n-grams all the time). Lookup copies earlier output, which
+    already follows p, so a broken rule would pass there: the broken rule is checked with the draft model only."""
     models = context_free_models()
     temperature, top_p, n = 0.9, 0.95, 1500
     p = target_distribution(models, temperature, top_p)
     assert int((p == 0).sum()) >= 2  # EOS (min_new_tokens) and top-p really removed tokens
-    engine = FastEngine(models, accept_fn=rejection_accept if accept == "rejection" else always_accept)
+    engine = FastEngine(models, accept_fn=rejection_accept if accept == "rejection" else always_accept,
+                        nosync=nosync)
     ids = torch.tensor([[1, 2, 3]])
     request = Request(ids, torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, do_sample=True,
-                      temperature=temperature, top_p=top_p, use_draft=True, num_draft_tokens=3, seed=7)
+                      temperature=temperature, top_p=top_p, use_draft=drafter == "draft", num_draft_tokens=3,
+                      prompt_lookup_num_tokens=3 if drafter == "lookup" else 0, seed=7)
     g = engine.generate(request, NullProbe())
     assert g.sequences.shape == (1, n) and g.verify_steps > 0
     ok, stat, crit = chi_square_ok(torch.bincount(g.sequences[0], minlength=p.numel()), p)
@@ -414,6 +570,42 @@ def test_steps_trace_into_one_graph(tiny_models, fuse):
         ref = verify(fwd, caches[0], drafts, None, n_real, rules, rejection_accept)
         out = compiled(fwd, caches[1], drafts, None, n_real, rules, rejection_accept)
     assert all(torch.equal(a, b) for a, b in zip(ref, out))
+
+
+@pytest.mark.parametrize("drafter, do_sample", [("draft", False), ("draft", True), ("lookup", True)])
+def test_round_traces_into_one_graph(tiny_models, drafter, do_sample):
+    """What CUDA captures per k: the whole no-sync round (draft steps or lookup, verify, bookkeeping) must trace
+    into one graph (fullgraph: no host read inside), and the traced round must write what the plain one writes."""
+    from engines.fast.cache import StaticKVCache
+    from engines.fast.model import make_forward
+    from engines.fast.rounds import RoundState, speculative_round
+
+    torch._dynamo.reset()
+    engine = FastEngine(tiny_models)
+    ids = torch.tensor([[5, 6, 7, 5, 6, 8, 9]])  # (1, 7) repeated n-grams: lookup has something to offer
+    L, k = ids.shape[1], 2
+    rules = engine._rules(Request(ids, torch.ones_like(ids), 12, 12, do_sample=do_sample), L)
+    target, draft = make_forward(tiny_models.target, True), make_forward(tiny_models.draft, True)
+    runs = []
+    for _ in range(2):
+        caches = [StaticKVCache(m, 1, 128) for m in (tiny_models.target, tiny_models.draft)]
+        for c in caches:
+            c.begin_request(torch.ones_like(ids))
+        caches[0].tokens[:, :L] = ids
+        caches[0].tokens[:, L] = 7
+        state = RoundState.new(128, "cpu")
+        state.begin(L, 12, 12, 0, torch.tensor([7]), torch.tensor([False]), rules)
+        runs.append((caches, state))
+    compiled = torch.compile(speculative_round, fullgraph=True, dynamic=False, backend="eager")
+    with torch.no_grad():
+        for _ in range(3):
+            for fn, (caches, state) in zip((speculative_round, compiled), runs):
+                torch.manual_seed(0)
+                fn(target, caches[0], draft if drafter == "draft" else None, caches[1] if drafter == "draft" else None,
+                   state, rules, rejection_accept, k)
+    (plain_caches, plain), (traced_caches, traced) = runs
+    assert torch.equal(plain_caches[0].tokens, traced_caches[0].tokens)
+    assert torch.equal(plain.snapshot(), traced.snapshot()) and int(plain.n_new) > 3
 
 
 def test_fast_refuses_logits_options_it_cannot_apply(tiny_models, inputs):

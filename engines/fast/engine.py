@@ -5,17 +5,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from typing import Callable
 
 import torch
 
 from decoding.types import Generation, Probe, Request, UnsupportedSetting
 from engines.fast.cache import StaticKVCache
 from engines.fast.loops import (DraftLog, Model, ModelDrafter, PromptLookupDrafter, decode, decode_one_token,
-                                prefill, speculative_decode)
+                                prefill, speculative_decode, speculative_decode_nosync)
 from engines.fast.model import check_model, is_quantized, make_forward, vocab_size
+from engines.fast.rounds import RoundState, speculative_round
 from engines.fast.sampling import AcceptFn, Rules, make_rules, rejection_accept
-from engines.fast.steps import (Steps, compile_enabled, decode_step, fuse_enabled, tune_inductor, tuning_enabled,
-                                verify)
+from engines.fast.steps import (Steps, compile_enabled, decode_step, fuse_enabled, nosync_enabled, tune_inductor,
+                                tuning_enabled, verify)
 from metrics.drafts import count_rounds
 from metrics.prediction import seconds_per_step
 
@@ -32,25 +34,29 @@ def compiled(fn):
 
 
 class FastEngine:
-    """FastEngine(models, accept_fn=rejection_accept, fuse=None).generate(request, probe) -> Generation.
+    """FastEngine(models, accept_fn=rejection_accept, fuse=None, nosync=None).generate(request, probe) -> Generation.
 
     Attributes: `compile_seconds` (compile + CUDA-graph capture so far; 0.0 on the CPU, where nothing is compiled),
-    `compile` (whether steps run compiled), `accept_fn` (the speculative acceptance rule, see sampling.py), `fuse`
-    (whether models of a supported layout run `FusedForward`; default: BENCH_FAST_FUSE, on)."""
+    `compile` (whether steps run compiled), `accept_fn` (the speculative acceptance rule for sampling, see
+    sampling.py), `fuse` (whether models of a supported layout run `FusedForward`; default: BENCH_FAST_FUSE, on),
+    `nosync` (whether speculative decoding and prompt lookup run the no-sync round of rounds.py, else one host sync
+    per round; default: BENCH_FAST_NOSYNC, on)."""
 
     name = "fast"
 
-    def __init__(self, models, accept_fn: AcceptFn = rejection_accept, fuse: bool | None = None):
+    def __init__(self, models, accept_fn: AcceptFn = rejection_accept, fuse: bool | None = None,
+                 nosync: bool | None = None):
         self.models = models
         self.accept_fn = accept_fn
         self.fuse = fuse_enabled() if fuse is None else fuse
+        self.nosync = nosync_enabled() if nosync is None else nosync
         self.compile_seconds = 0.0  # reported apart from the run time
         self.notes: list[str] = []
         self.compile = models.device.type == "cuda" and compile_enabled()
         if self.compile and any(is_quantized(m) for m in (models.target, models.draft) if m is not None):
             self.compile = False
             self.notes.append("fast engine: quantized weights, ran without torch.compile / CUDA graphs")
-        step_fn, verify_fn = decode_step, verify
+        step_fn, verify_fn, round_fn = decode_step, verify, speculative_round
         if self.compile:
             # Each model, batch size and sampling variant is its own graph; the default limit (8) is too low.
             for name in ("recompile_limit", "cache_size_limit"):
@@ -58,11 +64,13 @@ class FastEngine:
                     setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
             if tuning_enabled():
                 tune_inductor()
-            step_fn, verify_fn = compiled(decode_step), compiled(verify)  # a step is then one CUDA-graph replay
+            # A step, and a whole no-sync round (one graph per k), is then one CUDA-graph replay.
+            step_fn, verify_fn, round_fn = compiled(decode_step), compiled(verify), compiled(speculative_round)
         n_real = torch.zeros((), dtype=torch.long, device=models.device)
         torch._dynamo.mark_static_address(n_real)
-        self.steps = Steps(step_fn, verify_fn, accept_fn, n_real, graphs=self.compile)
+        self.steps = Steps(step_fn, verify_fn, accept_fn, n_real, graphs=self.compile, round=round_fn)
         self._caches: dict[tuple, StaticKVCache] = {}
+        self._round_states: dict[int, RoundState] = {}  # by target cache (serial): its length bounds the rounds
         self._forwards: dict[int, object] = {}
         self._warm: set[tuple] = set()
         self._rules_buffers: Rules | None = None  # one set of rule tensors, refilled per request (see _rules)
@@ -71,24 +79,19 @@ class FastEngine:
         self._check(request)
         m = self.models
         drafting = request.use_draft or request.prompt_lookup_num_tokens > 0
-        log = DraftLog()
+        read_log = None
         with torch.no_grad():
             if request.max_new_tokens <= 0:
                 sequences = request.input_ids.new_full((request.input_ids.shape[0], 0), m.pad_token_id)
             elif drafting:
-                sequences, log = self._speculative(request, probe)
+                sequences, read_log = self._speculative(request, probe)
             else:
                 sequences = self._decode(request, probe)
         sequences = pad_after_eos(sequences, m.eos_token_ids, m.pad_token_id)
-        counts = {}
+        generation = FastGeneration(sequences, m.eos_token_ids, engine=self.name, notes=self.notes)
         if drafting:
             k = request.num_draft_tokens if request.use_draft else request.prompt_lookup_num_tokens
-            c = count_rounds(log.rounds, k, log.natural_eos)
-            counts = dict(drafted=c.drafted, accepted=c.accepted, verify_steps=c.rounds,
-                          accepted_by_position=c.accepted_by_position, offered_by_position=c.offered_by_position,
-                          natural_eos=log.natural_eos, target_forwards=log.target_forwards,
-                          drafted_all=log.drafted_all)
-        generation = Generation(sequences, m.eos_token_ids, engine=self.name, notes=self.notes, **counts)
+            generation.count_later(lambda: draft_counts(read_log(), k))
         if request.min_new_tokens < request.max_new_tokens and sequences.shape[1]:
             # EOS may end the run: like generate, the output is as long as the longest row (steps after the last
             # row's EOS were only run because EOS is checked every few steps). With a fixed length nothing is
@@ -108,7 +111,9 @@ class FastEngine:
         eos = torch.tensor(list(m.eos_token_ids), device=m.device)  # (E,)
         return decode(target, req, probe, rules, eos)
 
-    def _speculative(self, req: Request, probe: Probe) -> tuple[torch.Tensor, DraftLog]:
+    def _speculative(self, req: Request, probe: Probe) -> tuple[torch.Tensor, Callable[[], DraftLog]]:
+        """The new tokens, and how to read the rounds' log (for the no-sync round, a read of the device that
+        FastGeneration defers until a count is asked for)."""
         m = self.models
         L = req.input_ids.shape[1]
         k = req.num_draft_tokens if req.use_draft else req.prompt_lookup_num_tokens
@@ -121,6 +126,13 @@ class FastEngine:
         target.cache.begin_request(req.attention_mask)
         if draft is not None:
             draft.cache.begin_request(req.attention_mask)
+        if self.nosync:
+            state = self._round_states.get(target.cache.serial)
+            if state is None:
+                state = self._round_states[target.cache.serial] = RoundState.new(target.cache.max_len, m.device)
+            self._warm_up_round(target, draft, state, k, rules, req)
+            sequences, packed = speculative_decode_nosync(target, draft, state, k, req, probe, rules, m.pad_token_id)
+            return sequences, lambda: DraftLog.from_snapshot(packed)
         eos_ids = set(m.eos_token_ids)
         if draft is not None:
             drafter = ModelDrafter(draft, k, rules)
@@ -128,7 +140,8 @@ class FastEngine:
             drafter = PromptLookupDrafter(req, k, eos_ids, m.pad_token_id, m.device)
         # The loop's plain steps report natural EOS only for a forced length and a drafter that may skip rounds.
         self._warm_up_speculative(target, draft, k, rules, req.min_new_tokens > 0 and not drafter.always_drafts)
-        return speculative_decode(target, drafter, req, probe, rules, eos_ids)
+        sequences, log = speculative_decode(target, drafter, req, probe, rules, eos_ids)
+        return sequences, lambda: log
 
     def step_time_ratio(self, inputs, *, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                         top_k: int = 0) -> float:
@@ -183,6 +196,21 @@ class FastEngine:
         if draft is not None:
             for want in {False, rules.do_sample}:  # the drafts' steps return their distributions when sampling
                 self._warm_up_step(draft, rules, want)
+
+    def _warm_up_round(self, target: Model, draft: Model | None, state: RoundState, k: int, rules: Rules,
+                       req: Request) -> None:
+        """The no-sync round's graph for this k, drafter, caches and sampling variant. Its scratch rounds start
+        at the request's first new slot, which the request's own rounds overwrite (and `begin` refills state)."""
+        if not self.compile:
+            return
+        m = self.models
+        key = ("round", id(target.forward), target.cache.serial, None if draft is None else id(draft.forward),
+               None if draft is None else draft.cache.serial, k, rules.signature, self.accept_fn)
+        first = torch.zeros(1, dtype=torch.long, device=m.device)  # (1,)
+        state.begin(req.input_ids.shape[1], req.max_new_tokens, req.min_new_tokens, m.pad_token_id, first,
+                    first.bool(), rules)
+        self._warm_up(key, self.steps.round, target.forward, target.cache, None if draft is None else draft.forward,
+                      None if draft is None else draft.cache, state, rules, self.accept_fn, k)
 
     def _warm_up(self, key: tuple, fn, *args) -> None:
         """Compile and capture a graph, timed into compile_seconds. The scratch calls run from slot 0
@@ -266,6 +294,51 @@ class FastEngine:
         if (req.use_draft or req.prompt_lookup_num_tokens > 0) and req.input_ids.shape[0] != 1:
             raise UnsupportedSetting("speculative decoding and prompt lookup on the fast engine run batch size 1 "
                                      f"only, got {req.input_ids.shape[0]}; use 'batched' to measure batching")
+
+
+def draft_counts(log: DraftLog, k: int) -> dict:
+    """A drafting call's Generation counts, by the definitions of metrics/drafts.py (the hf engine's too)."""
+    c = count_rounds(log.rounds, k, log.natural_eos)
+    return dict(drafted=c.drafted, accepted=c.accepted, verify_steps=c.rounds,
+                accepted_by_position=c.accepted_by_position, offered_by_position=c.offered_by_position,
+                natural_eos=log.natural_eos, target_forwards=log.target_forwards, drafted_all=log.drafted_all)
+
+
+class _Count:
+    """A Generation count computed on its first read (see FastGeneration)."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        read = obj.__dict__.pop("_read_counts", None)
+        if read is not None:
+            obj.__dict__.update(read())
+        return obj.__dict__[self.name]
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.name] = value
+
+
+class FastGeneration(Generation):
+    """A Generation whose drafting counts are computed when first read. The no-sync round records its rounds on the
+    device; reading them inside generate would be a host sync in the timed call, so they are read once, when the
+    runner asks for a count after its clock has stopped (as Generation.new_tokens is counted)."""
+
+    drafted = _Count()
+    accepted = _Count()
+    verify_steps = _Count()
+    accepted_by_position = _Count()
+    offered_by_position = _Count()
+    natural_eos = _Count()
+    target_forwards = _Count()
+    drafted_all = _Count()
+
+    def count_later(self, read: Callable[[], dict]) -> None:
+        """read() returns every count above by name; it runs at most once."""
+        self.__dict__["_read_counts"] = read
 
 
 def pad_after_eos(sequences: torch.Tensor, eos_token_ids, pad_token_id: int) -> torch.Tensor:

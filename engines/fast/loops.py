@@ -10,6 +10,7 @@ import torch
 from decoding.types import Probe, Request
 from engines.fast.cache import StaticKVCache
 from engines.fast.model import Forward
+from engines.fast.rounds import NO_EOS, RoundState
 from engines.fast.sampling import Rules, natural_eos, next_token
 from engines.fast.steps import Steps, forward, prefill_positions
 from metrics.drafts import Round
@@ -189,6 +190,16 @@ class DraftLog:
     target_forwards: int = 0  # every target forward, the prefill and plain steps included
     drafted_all: int = 0
 
+    @classmethod
+    def from_snapshot(cls, packed: torch.Tensor) -> "DraftLog":
+        """The log of a no-sync call, from `RoundState.snapshot`: the call's one read of its counts."""
+        values = packed.tolist()
+        n, natural, target_forwards, drafted_all = values[:4]
+        R = (len(values) - 4) // 3
+        starts, offered, accepted = values[4:4 + n], values[4 + R:4 + R + n], values[4 + 2 * R:4 + 2 * R + n]
+        return cls([Round(*r) for r in zip(starts, offered, accepted)], None if natural == NO_EOS else natural,
+                   target_forwards, drafted_all)
+
 
 def decode_from(model: Model, token: torch.Tensor, pos: int, rules: Rules, want_eos: bool = False):
     """Place `token` (1, 1) at slot `pos` and run one step; returns the next token (1, 1), and when want_eos whether
@@ -279,3 +290,50 @@ def cut_at_eos(tokens: list[int], eos_ids: set[int], allowed_from: int) -> list[
         if t in eos_ids and i >= allowed_from:
             return tokens[:i + 1]
     return tokens
+
+
+# -- speculative decoding without a host sync per round -------------------------------------------------------------
+
+
+def speculative_decode_nosync(target: Model, draft: Model | None, state: RoundState, k: int, req: Request,
+                              probe: Probe, rules: Rules, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`speculative_decode` with every round on the device (rounds.py): the draft model's steps (or prompt lookup,
+    when draft is None) and the verify forward are one replay, and what it accepted stays there. The host launches
+    rounds and reads how many tokens exist (and whether an EOS ended the run) once per batch of up to CHECK_EVERY
+    rounds, when it also polls the probe. Returns the new tokens (1, n) and the rounds' records, still on the device
+    (`RoundState.snapshot`, read by `DraftLog.from_snapshot` once the clock has stopped)."""
+    L = req.input_ids.shape[1]
+    steps = target.steps
+    torch.manual_seed(req.seed)
+    logits, slots = prefill_logits(target, req)
+    first = next_token(logits, slots, rules)[0]  # (1,)
+    # The rounds read the whole sequence from the target's token buffer: prompt lookup searches it, and the draft
+    # model's first step of a round re-feeds the token before the last.
+    target.cache.tokens[:, :L] = req.input_ids
+    target.cache.tokens[:, L] = first
+    if draft is not None:
+        prefill_logits(draft, req)  # its keys and values of the prompt; its tokens come from the rounds
+    state.begin(L, req.max_new_tokens, req.min_new_tokens, pad_token_id, first, natural_eos(logits[:, -1], rules),
+                rules)
+    mark_first_token(probe, target)
+    draft_fwd, draft_cache = (draft.forward, draft.cache) if draft is not None else (None, None)
+    n, launched = 1, 0
+    while n < req.max_new_tokens and not probe.should_stop():
+        for _ in range(rounds_before_check(req.max_new_tokens - n, k, (n - 1) / launched if launched else None)):
+            steps.run(steps.round, target.forward, target.cache, draft_fwd, draft_cache, state, rules,
+                      steps.accept_fn, k)
+            launched += 1
+        n, done = torch.stack([state.n_new, state.done.long()]).tolist()  # the host's one read per batch of rounds
+        if done:
+            break
+    return target.cache.tokens[:, L:L + n].clone(), state.snapshot()
+
+
+def rounds_before_check(remaining: int, k: int, tokens_per_round: float | None) -> int:
+    """How many rounds to launch before the host reads the device again: CHECK_EVERY, fewer near the end. A round
+    launched after max_new_tokens exist changes nothing but costs a whole round, so near the end the host launches
+    about as many as the tokens per round so far predict, and never fewer than the remaining tokens surely need
+    (every round makes at most k + 1)."""
+    surely = -(-remaining // (k + 1))
+    likely = int(remaining / tokens_per_round) if tokens_per_round else surely
+    return max(1, min(CHECK_EVERY, max(surely, likely)))

@@ -1,5 +1,6 @@
 """The single steps of the `fast` engine (`forward`, `decode_step`, `verify`: what gets compiled) and the switches
-that decide whether and how they are compiled (BENCH_FAST_COMPILE, BENCH_FAST_FUSE, BENCH_FAST_TUNING).
+that decide whether and how they are compiled (BENCH_FAST_COMPILE, BENCH_FAST_FUSE, BENCH_FAST_TUNING) and which
+speculative round runs (BENCH_FAST_NOSYNC).
 See docs/fast_engine.md."""
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def fuse_enabled() -> bool:
 
 def tuning_enabled() -> bool:
     return _env_on("BENCH_FAST_TUNING")
+
+
+def nosync_enabled() -> bool:
+    return _env_on("BENCH_FAST_NOSYNC")
 
 
 def tune_inductor() -> None:
@@ -102,8 +107,9 @@ def prefill_positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Steps:
-    """`decode_step` and `verify` as one engine runs them (compiled or plain), with what verify needs besides a model.
-    The loops call them through `run`, never directly, so compiled and plain steps behave the same to them."""
+    """`decode_step`, `verify` and the no-sync round as one engine runs them (compiled or plain), with what verify
+    needs besides a model. The loops call them through `run`, never directly, so compiled and plain steps behave the
+    same to them."""
 
     decode: Callable  # decode_step or its compiled wrapper
     verify: Callable  # verify or its compiled wrapper
@@ -111,6 +117,7 @@ class Steps:
     # () long: drafts really offered in a round; on the device, so a cropped last round needs no new graph
     n_real: torch.Tensor
     graphs: bool  # compiled: every call replays a CUDA graph
+    round: Callable | None = None  # rounds.speculative_round or its compiled wrapper (the no-sync round)
 
     def run(self, fn, *args):
         """Call a step; after a graph replay clone its outputs, which the next replay would overwrite in place."""
