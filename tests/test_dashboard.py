@@ -226,7 +226,7 @@ def test_invalid_config_shows_the_config_error_and_runs_nothing(app):
     with pytest.raises(ConfigError) as cli:
         Config.from_dict(config)
     outputs = Client(demo.local_url, verbose=False).predict(json.dumps(config), api_name="/run")
-    assert str(cli.value) in texts_of(outputs)
+    assert dashboard.form_words(str(cli.value)) in texts_of(outputs)  # the CLI's words, with the form's label
     assert row_count(results) == before
 
 
@@ -240,7 +240,7 @@ def test_cuda_on_a_machine_without_it_is_refused_up_front_and_the_app_stays_usab
     assert "config key 'device'" in dashboard.check(config) and "'cpu'" in dashboard.check(config)
     outputs = client.predict(json.dumps(config), api_name="/run")
     text = texts_of(outputs)
-    assert "config key 'device'" in text and "Not started" in text
+    assert "Device (device): 'cuda' asked for" in text and "Not started" in text
     assert row_count(results) == before  # nothing measured, nothing written
     outputs = client.predict(json.dumps(tiny(methods=["standard"])), api_name="/run")  # still usable
     assert "Done: 1 row in" in texts_of(outputs)

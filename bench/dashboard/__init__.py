@@ -30,7 +30,7 @@ _EXPORTS = {
     "launch": "app", "build_app": "app", "serve": "app", "launch_options": "app", "parse_auth": "app",
     "RUN_LOCK": "app",
     "config_fields": "form", "to_form": "form", "from_form": "form", "form_dict": "form", "form_values": "form",
-    "check": "form",
+    "check": "form", "form_words": "form",
     "error_md": "html", "errors_md": "html", "progress_html": "html", "summary_md": "html", "samples_html": "html",
     "results_table": "run_page",
     "history_updates": "history_page",
