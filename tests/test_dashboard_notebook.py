@@ -152,3 +152,9 @@ def test_samples_say_when_a_completion_does_not_exist_and_when_text_is_random():
     assert "no completion 5" in missing and "1 to 2" in missing and "failed" not in missing
     assert "meaningless" in samples_html(records, "r", None, 0, rows=[{"random_weights": True}])
     assert "meaningless" not in samples_html(records, "r", None, 0, rows=[{"random_weights": False, "model": "m"}])
+
+
+def test_results_summary_names_the_run_only_when_it_has_a_name():
+    rows = run_rows("run-a", 10.0)
+    assert dashboard.summary_md(rows).startswith("**Run `run-a`** · 2026-11-21 10:00 · model")
+    assert "**fp32**" in dashboard.summary_md([r | {"run_name": "fp32"} for r in rows])

@@ -81,7 +81,7 @@ def summary_md(rows: list[dict], seconds: float | None = None, note: str = "") -
     ok = sum(x.get("status") == "ok" for x in rows)
     took = f" · {seconds:.0f} s" if seconds is not None else ""
     name = str(r.get("run_name") or "")
-    name = "" if name in ("nan", "<NA>") else f" **{escape(name)}**"
+    name = "" if name in ("", "nan", "<NA>") else f" **{escape(name)}**"
     when = str(r.get("timestamp", ""))[:16].replace("T", " ")
     return ((f"{note}\n\n" if note else "")
             + f"**Run `{r['run_id']}`**{name} · {escape(when)} · model `{r['model']}` · {r['device']} "
