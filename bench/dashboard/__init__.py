@@ -3,9 +3,11 @@
     python app.py                      # http://127.0.0.1:7860
     python app.py --share --auth me:pw # public link; a login is required because anyone could run jobs
 
-Pages: Run (form + live table), Results (charts of the run just made), Samples (texts side by side),
-History (every row in the results folder, filtered and compared). Settings flow one way:
-form -> dict -> Config.from_dict -> bench.runner.run, the same loop the CLI uses.
+Pages: Run (form + live table), Results (charts of the run just made, else the newest on disk), Samples
+(texts side by side), History (every row in the results folder, filtered, compared against a baseline run,
+runs named, tagged and hidden through bench/runs_meta.py's sidecar). Settings flow one way:
+form -> dict -> Config.from_dict -> bench.runner.run, the same loop the CLI uses. Results and History hand
+out the standalone HTML report (bench/report_html.py).
 
     app.py        the Blocks app: tabs, queue, the one-run lock, launch and serve
     form.py       the config form, generated from Config's field metadata
@@ -15,6 +17,7 @@ form -> dict -> Config.from_dict -> bench.runner.run, the same loop the CLI uses
     html.py       HTML and Markdown views: progress bar, errors, summary, samples
     context.py    what the app hands every page: the results file, exports, UI-only event options
     style.css     the dashboard's CSS
+    resize.js     lays a Plotly figure out again when its container's width changes (a hidden tab shown)
 """
 from __future__ import annotations
 
