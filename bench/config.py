@@ -154,9 +154,12 @@ class Config:
         if problem := check_load(self):
             raise ConfigError(problem)
         if check_models:  # imported here: --help and the form's first checks load no torch
+            from bench.devices import cuda_problem
             from bench.models import check_available, check_context
             from bench.store import check_results_file
 
+            if problem := cuda_problem(self.device):
+                raise ConfigError(problem)
             if problem := check_results_file(self.results):
                 raise ConfigError(problem)
             check_writable(self.results)

@@ -92,6 +92,7 @@ def test_speculative_without_draft_is_refused():
     (["--batch-sizes", "1,x"], "comma-separated list of integers"),
     (["--max-new-tokens", "32768"], "context of 4096 tokens"),
     (["--prompt", "word " * 5000], "'prompts'"),
+    (["--device", "cuda"], "'device'"),
 ])
 def test_bad_flags_exit_2_before_anything_runs(args, names):
     result = cli("--preset", "tiny", *args)
