@@ -52,13 +52,14 @@ def test_run_killed_mid_way_keeps_every_finished_row(tmp_path):
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while time.time() < deadline:
-        if csv_path.exists() and csv_path.read_text().count("\n") >= 3:  # header + the first variant's rows
+        if csv_path.exists() and csv_path.read_text().count("\n") >= 3:  # header + rows of the first variant
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     df = pd.read_csv(csv_path)
-    assert len(df) == 5 and set(df["attention"]) == {"eager"}  # the whole first variant, nothing torn
+    # The first variant's rows are appended one after another once measured: the kill may land among them.
+    assert 2 <= len(df) <= 5 and set(df["attention"]) == {"eager"}
     assert (df["status"] == "ok").all() and df["tokens_per_s_per_sequence_median"].notna().all()
     assert df["method"].iloc[0] == "standard"
     for line in (tmp_path / "outputs.jsonl").read_text().splitlines():
