@@ -62,8 +62,7 @@ def model_source(model_id: str) -> str:
 def check_available(model_id: str, random_weights: bool) -> str | None:
     """Why a model cannot be found offline, or None if it can be loaded."""
     if tiny.is_tiny(model_id):
-        name = model_id[len(tiny.TINY_PREFIX):]
-        return None if name in tiny.TINY_NAMES else f"unknown tiny model (use tiny/target or tiny/draft)"
+        return tiny.unavailable(model_id)
     if Path(model_id).is_dir():
         return None if (Path(model_id) / "config.json").exists() else "folder has no config.json"
     if random_weights and shipped_config(model_id):

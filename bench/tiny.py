@@ -1,17 +1,27 @@
-"""Tiny random Qwen3 models and a byte-level tokenizer, built offline so tests and the `tiny` preset
-need no download. They are saved as ordinary Hugging Face folders and loaded like any other model.
+"""The tiny models of the `tiny` preset and the tests, offline, as ordinary Hugging Face folders.
 
-Model ids `tiny/target` and `tiny/draft` resolve to these folders (built on first use).
+- `tiny/target`, `tiny/draft`: a trained pair shipped in the repository (`models/tiny/`): a 4-layer Qwen3 target and
+  a 2-layer draft distilled from it, trained on the Python standard library by `python -m bench.tiny train`
+  (bench/tiny_train.py). Their drafts are really accepted, so speculative decoding shows real figures.
+- `tiny-random/target`, `tiny-random/draft`: random Qwen3 models with exactly known behaviour (peaked logits, a draft
+  that disagrees with the target), built on first use into `.cache/tiny` (or BENCH_TINY_DIR). Tests that pin exact
+  behaviour use these.
+
+    python -m bench.tiny            # the folders of all four ids (builds the random ones)
+    python -m bench.tiny train ...  # retrain the shipped pair (see bench/tiny_train.py)
 """
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 TINY_PREFIX = "tiny/"
+RANDOM_PREFIX = "tiny-random/"
 TINY_NAMES = ("target", "draft")
+TRAINED_ROOT = Path(__file__).resolve().parents[1] / "models" / "tiny"
 ROOT = Path(os.environ.get("BENCH_TINY_DIR", Path(__file__).resolve().parents[1] / ".cache" / "tiny"))
 
 # Enough varied text for a few hundred byte-level merges, so prompts tokenize into real subwords.
@@ -36,14 +46,28 @@ SHAPES = {
 
 
 def is_tiny(model_id: str) -> bool:
-    return model_id.startswith(TINY_PREFIX)
+    return model_id.startswith((TINY_PREFIX, RANDOM_PREFIX))
+
+
+def unavailable(model_id: str) -> str | None:
+    """Why a tiny id cannot be loaded, or None."""
+    prefix = RANDOM_PREFIX if model_id.startswith(RANDOM_PREFIX) else TINY_PREFIX
+    if model_id[len(prefix):] not in TINY_NAMES:
+        return f"unknown tiny model (use {prefix}target or {prefix}draft)"
+    if prefix == TINY_PREFIX and not (TRAINED_ROOT / model_id[len(prefix):] / "config.json").exists():
+        return f"the trained tiny models are missing from {TRAINED_ROOT}: retrain them with python -m bench.tiny train"
+    return None
 
 
 def tiny_path(model_id: str) -> Path:
-    """The folder of a tiny model id, built on first use."""
-    name = model_id[len(TINY_PREFIX):]
+    """The folder of a tiny id: the shipped trained folder, or the random one (built on first use)."""
+    prefix = RANDOM_PREFIX if model_id.startswith(RANDOM_PREFIX) else TINY_PREFIX
+    name = model_id[len(prefix):]
     if name not in TINY_NAMES:
-        raise ValueError(f"unknown tiny model '{model_id}': use one of {', '.join(TINY_PREFIX + n for n in TINY_NAMES)}")
+        raise ValueError(f"unknown tiny model '{model_id}': use one of "
+                         f"{', '.join(p + n for p in (TINY_PREFIX, RANDOM_PREFIX) for n in TINY_NAMES)}")
+    if prefix == TINY_PREFIX:
+        return TRAINED_ROOT / name
     path = ROOT / name
     if not (path / "config.json").exists():
         build(name, path)
@@ -96,6 +120,16 @@ def build(name: str, path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["train"]:
+        from bench.tiny_train import main as train
+
+        return train(argv[1:])
+    for prefix in (TINY_PREFIX, RANDOM_PREFIX):
+        for n in TINY_NAMES:
+            print(tiny_path(prefix + n))
+    return 0
+
+
 if __name__ == "__main__":
-    for n in TINY_NAMES:
-        print(tiny_path(TINY_PREFIX + n))
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,579 @@
+"""Training the shipped tiny pair (`tiny/target`, `tiny/draft`) on the Python standard library.
+
+    python -m bench.tiny train                  # the shipped pair: rewrites models/tiny/ (about 12 min, one CPU core)
+    python -m bench.tiny train --out DIR        # anywhere else
+    python -m bench.tiny train --smoke --out DIR    # seconds: tiny shapes, a few files and steps (the tests run it)
+    python -m bench.tiny train --target-from models/tiny --draft-objective data --out DIR   # only a draft, to compare
+
+Corpus: every `.py` file of the running interpreter's standard library (`sysconfig.get_paths()["stdlib"]`), code and
+docstrings as written, without the test suites, IDLE, lib2to3, turtledemo, the codec tables, pydoc's topic dump and
+site-packages. Split BY FILE: a file is held out when the sha256 of its relative path, read as a number, is 0
+modulo 10 (about a tenth of the files, the same ones on every machine); nothing of a held-out file is seen by the
+tokenizer or the models.
+
+One byte-level BPE tokenizer (the `tokenizers` library, GPT-2 style pre-tokenization, 4096 tokens) is trained on
+the training files and shared by both models. `<|endoftext|>` separates files and is the EOS; `<|pad|>` pads. Both
+models are Qwen3 (`Qwen3ForCausalLM`), trained in float32 from fixed seeds and shipped in float16.
+
+1. The target (4 layers, d = 256) learns the next token of random training windows (cross-entropy, AdamW, warm-up
+   and cosine decay).
+2. The draft (2 layers, d = 128) is distilled from the finished target: it learns the target's whole next-token
+   distribution (KL divergence to the target's softmax) on sequences of training text followed by the target's own
+   greedy continuation of it, the states in which it will draft. `--draft-objective data` trains it on the text
+   instead (cross-entropy, same steps and tokens); distillation is the default because its drafts are accepted far
+   more often (the figures are in the README).
+
+Written beside the models: `training.json` (settings, corpus, timings, final figures), `curve.csv` (the training
+curve of both phases) and `checksums.sha256` (sha256 of every shipped file, `sha256sum -c` format; the tests verify
+it). The figures are measured on what ships: the float16 files, loaded in float32 as the benchmark loads them.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "dist-packages", "__pycache__",
+             "encodings", "pydoc_data", "ensurepip"}
+MAX_FILE_BYTES = 400_000  # generated tables, not code
+HELDOUT_MODULUS = 10
+SPECIALS = ("<|endoftext|>", "<|pad|>")
+SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json")
+
+
+@dataclasses.dataclass
+class Settings:
+    out: str
+    seed: int = 0
+    threads: int = 1  # on a shared machine one thread is faster: OpenMP threads wait for each other at every op
+    vocab_size: int = 4096
+    seq_len: int = 256
+    batch_size: int = 4
+    steps: int = 1500  # target steps
+    draft_steps: int = 600
+    draft_objective: str = "distilled"  # or "data": the next token of the text, to compare
+    draft_batch: int = 8
+    draft_prefix: int = 96  # training text before the target's continuation
+    draft_new: int = 64  # tokens of the target's greedy continuation
+    generate_batch: int = 64  # continuations made per target generate call
+    generate_reuse: int = 2  # each continuation is learnt from this many times (in a new order each time)
+    target_from: str = ""  # a folder with a trained target/: train only the draft
+    lr: float = 3e-3
+    draft_lr: float = 3e-3
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    log_every: int = 10
+    eval_every: int = 100
+    eval_windows: int = 64  # held-out windows of seq_len tokens for the final perplexity
+    curve_eval_windows: int = 8  # held-out windows evaluated along the curve
+    max_files: int = 0  # 0: all files (the smoke test uses a few)
+    snippets: int = 8  # held-out snippets for the acceptance figures
+    new_tokens: int = 32
+    target: dict = dataclasses.field(default_factory=lambda: dict(
+        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+        intermediate_size=768))
+    draft: dict = dataclasses.field(default_factory=lambda: dict(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=64,
+        intermediate_size=384))
+
+
+def smoke(out: str) -> Settings:
+    """Seconds instead of minutes: the same code path with tiny shapes, a few files and steps."""
+    return Settings(out=out, vocab_size=320, seq_len=64, batch_size=2, steps=3, draft_steps=3, draft_batch=2,
+                    draft_prefix=16, draft_new=8, generate_batch=4, warmup_steps=1, log_every=1, eval_every=2,
+                    eval_windows=2, curve_eval_windows=1, max_files=6, snippets=2, new_tokens=8,
+                    target=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                head_dim=16, intermediate_size=64),
+                    draft=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1,
+                               head_dim=16, intermediate_size=32))
+
+
+# -- corpus -----------------------------------------------------------------------------------------------------------
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def is_heldout(relative: str) -> bool:
+    """Deterministic and by file: the same file is always on the same side, on every machine."""
+    return int(hashlib.sha256(relative.encode()).hexdigest(), 16) % HELDOUT_MODULUS == 0
+
+
+def corpus_files(root: Path | None = None) -> list[tuple[str, Path]]:
+    """(relative posix path, path) of every corpus file, sorted by relative path."""
+    root = root or stdlib_root()
+    files = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if any(part in SKIP_DIRS for part in rel.parts[:-1]) or rel.name.startswith("_sysconfigdata"):
+            continue
+        if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
+            continue
+        files.append((rel.as_posix(), path))
+    return sorted(files)
+
+
+def read_split(max_files: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(train, heldout) lists of (relative path, text)."""
+    train, heldout = [], []
+    for rel, path in corpus_files():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        (heldout if is_heldout(rel) else train).append((rel, text))
+    if max_files:
+        train, heldout = train[:max_files], heldout[:max(1, max_files // 3)]
+    return train, heldout
+
+
+# -- tokenizer --------------------------------------------------------------------------------------------------------
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer, length=len(texts))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=SPECIALS[0], bos_token=SPECIALS[0],
+                                   pad_token=SPECIALS[1], padding_side="left")
+
+
+def encode(tokenizer, texts: list[str]):
+    """One stream of token ids: the files in order, each followed by <|endoftext|>."""
+    import torch
+
+    eos = tokenizer.eos_token_id
+    ids = []
+    for chunk in tokenizer(texts, add_special_tokens=False).input_ids:
+        ids.extend(chunk)
+        ids.append(eos)
+    return torch.tensor(ids, dtype=torch.int32)
+
+
+# -- models -----------------------------------------------------------------------------------------------------------
+
+
+def make_model(shape: dict, tokenizer, seed: int):
+    import torch
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-6,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="sdpa", **shape)
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config)
+    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                                               pad_token_id=config.pad_token_id, do_sample=False)
+    return model
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine down to a tenth of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def optimizer(model, lr: float, weight_decay: float):
+    import torch
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    rest = [p for n, p in model.named_parameters() if p.ndim < 2]
+    return torch.optim.AdamW([dict(params=decay, weight_decay=weight_decay), dict(params=rest, weight_decay=0.0)],
+                             lr=lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def kd_loss(draft_logits, target_logits):
+    """KL(target || draft) per position, averaged: the draft learns the target's whole distribution."""
+    import torch.nn.functional as F
+
+    t = F.log_softmax(target_logits.float(), dim=-1)
+    d = F.log_softmax(draft_logits.float(), dim=-1)
+    return F.kl_div(d.flatten(0, 1), t.flatten(0, 1), log_target=True, reduction="batchmean")
+
+
+def ce_loss(logits, labels):
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten().long())
+
+
+def sample_windows(stream, batch: int, length: int, generator):
+    """`batch` windows of `length` training tokens at random places."""
+    import torch
+
+    starts = torch.randint(0, len(stream) - length, (batch,), generator=generator)
+    return torch.stack([stream[s:s + length] for s in starts.tolist()]).long()
+
+
+def sample_batch(stream, batch: int, seq: int, generator):
+    windows = sample_windows(stream, batch, seq + 1, generator)
+    return windows[:, :-1], windows[:, 1:]
+
+
+def eval_windows(stream, seq: int, n: int):
+    """n windows of seq + 1 tokens spread evenly over the held-out stream (fixed, so figures compare)."""
+    import torch
+
+    n = max(1, min(n, (len(stream) - 1) // (seq + 1)))
+    starts = torch.linspace(0, len(stream) - seq - 1, n).long().tolist()
+    return torch.stack([stream[s:s + seq + 1] for s in starts]).long()
+
+
+def heldout_loss(model, windows, batch: int = 8) -> float:
+    """Mean next-token cross-entropy (nats) over every position of the windows."""
+    import torch
+
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(windows), batch):
+            w = windows[i:i + batch]
+            logits = model(input_ids=w[:, :-1]).logits
+            total += float(ce_loss(logits, w[:, 1:])) * w[:, 1:].numel()
+            count += w[:, 1:].numel()
+    model.train(was_training)
+    return total / count
+
+
+def agreement(target, draft, windows, batch: int = 8) -> float:
+    """Share of held-out positions where the draft's argmax equals the target's (teacher-forced)."""
+    import torch
+
+    same, count = 0, 0
+    with torch.inference_mode():
+        for i in range(0, len(windows), batch):
+            x = windows[i:i + batch, :-1]
+            same += int((target(input_ids=x).logits.argmax(-1) == draft(input_ids=x).logits.argmax(-1)).sum())
+            count += x.numel()
+    return same / count
+
+
+# -- the figures the benchmark reports ---------------------------------------------------------------------------------
+
+
+def tiny_prompts() -> list[str]:
+    preset = Path(__file__).resolve().parents[1] / "presets" / "tiny.json"
+    return json.loads(preset.read_text())["prompts"]
+
+
+def heldout_snippets(heldout: list[tuple[str, str]], n: int, chars: int = 400) -> list[str]:
+    """Up to n prompts from held-out files: the text from a file's first top-level `def`, about `chars` long, ending
+    after the first word of a line (a prompt that ends on a newline would end where the tokenizer never splits)."""
+    import re
+
+    snippets = []
+    for rel, text in heldout:
+        at = text.find("\ndef ")
+        if at < 0:
+            continue
+        body = text[at + 1:at + 1 + chars]
+        cut = body.rfind("\n") + 1
+        word = re.match(r"[ \t]*\S+", text[at + 1 + cut:]) if cut else None
+        if word and body.count("\n") >= 3:
+            snippets.append(body[:cut] + word.group(0))
+        if len(snippets) == n:
+            break
+    return snippets
+
+
+def load_pair(folder: Path, draft: str = "draft"):
+    """The saved pair as the benchmark loads it (float32 on the CPU)."""
+    from bench.models import load_models
+
+    return load_models(str(folder / "target"), str(folder / draft), device="cpu", dtype="float32")
+
+
+def decode_counts(models, prompts: list[str], new_tokens: int, *, k: int = 4, lookup: int = 0) -> dict:
+    """Greedy speculative decoding (k drafts) or prompt lookup (lookup > 0) on the benchmark's fast engine, one prompt
+    at a time and a forced length, as the runner counts it: drafted, accepted, and the acceptance rate."""
+    from decoding.types import NullProbe, Request
+    from engines.fast import FastEngine
+
+    engine = FastEngine(models)
+    drafted = accepted = 0
+    for prompt in prompts:
+        x = models.tokenizer([prompt], return_tensors="pt")
+        request = Request(x.input_ids, x.attention_mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                          use_draft=not lookup, num_draft_tokens=k, prompt_lookup_num_tokens=lookup)
+        g = engine.generate(request, NullProbe())
+        drafted, accepted = drafted + g.drafted, accepted + g.accepted
+    return dict(drafted=drafted, accepted=accepted, acceptance=round(accepted / drafted, 4) if drafted else None)
+
+
+# -- files ------------------------------------------------------------------------------------------------------------
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_checksums(folder: Path) -> Path:
+    lines = [f"{sha256(folder / name / f)}  {name}/{f}" for name in ("target", "draft") for f in SHIPPED_FILES]
+    path = folder / "checksums.sha256"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def verify_checksums(folder: Path) -> list[str]:
+    """Files whose sha256 differs from checksums.sha256 (empty: all match)."""
+    bad = []
+    for line in (folder / "checksums.sha256").read_text().splitlines():
+        digest, name = line.split(None, 1)
+        path = folder / name.strip()
+        if not path.is_file() or sha256(path) != digest:
+            bad.append(name.strip())
+    return bad
+
+
+def save(model, tokenizer, path: Path) -> None:
+    import torch
+
+    path.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(path, safe_serialization=True)
+    model.to(torch.float32)
+    tokenizer.save_pretrained(path)
+    for extra in set(p.name for p in path.iterdir()) - set(SHIPPED_FILES):  # e.g. special_tokens_map.json
+        (path / extra).unlink()
+
+
+# -- the run ----------------------------------------------------------------------------------------------------------
+
+
+def target_continuations(target, stream, generator, n: int, prefix: int, new: int, pad_token_id: int):
+    """n sequences of `prefix` tokens of training text followed by the target's greedy continuation of `new` tokens:
+    the states the draft meets when it drafts for the target (its loops and habits included)."""
+    import torch
+
+    prompts = sample_windows(stream, n, prefix, generator)
+    with torch.inference_mode():
+        out = target.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new,
+                              min_new_tokens=new, do_sample=False, pad_token_id=pad_token_id)
+    return out.clone()
+
+
+def train(s: Settings, log=print) -> dict:
+    import torch
+
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)
+    started = time.perf_counter()
+    out = Path(s.out)
+
+    train_files, heldout_files = read_split(s.max_files)
+    t0 = time.perf_counter()
+    if s.target_from:  # draft experiments: keep a trained target and its tokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(Path(s.target_from) / "target")
+        target = AutoModelForCausalLM.from_pretrained(Path(s.target_from) / "target", dtype=torch.float32)
+    else:
+        tokenizer = train_tokenizer([t for _, t in train_files], s.vocab_size)
+        target = make_model(s.target, tokenizer, s.seed)
+    tokenizer_s = time.perf_counter() - t0
+    stream = encode(tokenizer, [t for _, t in train_files])
+    held = encode(tokenizer, [t for _, t in heldout_files])
+    corpus = dict(
+        stdlib=str(stdlib_root()), python=platform.python_version(), train_files=len(train_files),
+        heldout_files=len(heldout_files), train_bytes=sum(len(t.encode()) for _, t in train_files),
+        heldout_bytes=sum(len(t.encode()) for _, t in heldout_files), train_tokens=len(stream),
+        heldout_tokens=len(held), split=f"held out: sha256(relative path) % {HELDOUT_MODULUS} == 0")
+    log(f"corpus: {corpus['train_files']} train files ({corpus['train_tokens']:,} tokens), "
+        f"{corpus['heldout_files']} held-out files ({corpus['heldout_tokens']:,} tokens); "
+        f"tokenizer of {len(tokenizer)} tokens in {tokenizer_s:.1f} s")
+
+    generator = torch.Generator().manual_seed(s.seed)
+    curve_windows = eval_windows(held, s.seq_len, s.curve_eval_windows)
+    curve: list[dict] = []
+    t_train = time.perf_counter()
+
+    def update(model, opt, loss, lr: float) -> None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def record(phase: str, step: int, last: int, tokens: int, lr: float, losses: list[float], model) -> None:
+        row = dict(phase=phase, step=step, tokens=tokens, elapsed_s=round(time.perf_counter() - t_train, 1),
+                   lr=round(lr, 6), train_loss=round(sum(losses) / len(losses), 4), heldout_loss="")
+        if step % s.eval_every == 0 or step == last:
+            row["heldout_loss"] = round(heldout_loss(model, curve_windows), 4)
+        curve.append(row)
+        log(" ".join(f"{k}={v}" for k, v in row.items() if v != ""))
+        losses.clear()
+
+    # Phase 1: the target learns the next token of the text.
+    losses: list[float] = []
+    target.train()
+    opt = optimizer(target, s.lr, s.weight_decay)
+    steps = 0 if s.target_from else s.steps
+    for step in range(1, steps + 1):
+        x, y = sample_batch(stream, s.batch_size, s.seq_len, generator)
+        lr = lr_at(step - 1, steps, s.lr, s.warmup_steps)
+        loss = ce_loss(target(input_ids=x).logits, y)
+        update(target, opt, loss, lr)
+        losses.append(float(loss.detach()))
+        if step % s.log_every == 0 or step == steps:
+            record("target", step, steps, step * s.batch_size * s.seq_len, lr, losses, target)
+    del opt
+    # The draft learns from the target as shipped (float16 weights), with its own random stream: a draft trained with
+    # --target-from on the shipped target is the same draft as the one a full run makes.
+    target.eval().requires_grad_(False).to(torch.float16).to(torch.float32)
+    generator = torch.Generator().manual_seed(s.seed + 1)
+    target_s = time.perf_counter() - t_train
+
+    # Phase 2: the draft. "distilled": it learns the target's whole next-token distribution (KL divergence to the
+    # target's softmax) on training text followed by the target's own greedy continuation of it. "data": it learns
+    # the next token of plain training windows of the same length instead (kept to compare the two).
+    draft = make_model(s.draft, tokenizer, s.seed + 1).train()
+    opt = optimizer(draft, s.draft_lr, s.weight_decay)
+    pool = None
+    length = s.draft_prefix + s.draft_new
+    for step in range(1, s.draft_steps + 1):
+        lr = lr_at(step - 1, s.draft_steps, s.draft_lr, s.warmup_steps)
+        if s.draft_objective == "distilled":
+            if pool is None or len(pool) < s.draft_batch:
+                made = target_continuations(target, stream, generator, s.generate_batch, s.draft_prefix,
+                                            s.draft_new, tokenizer.pad_token_id)
+                pool = torch.cat([made[torch.randperm(len(made), generator=generator)]
+                                  for _ in range(s.generate_reuse)])
+            x, pool = pool[:s.draft_batch], pool[s.draft_batch:]
+            with torch.inference_mode():
+                teacher = target(input_ids=x).logits.clone()
+            loss = kd_loss(draft(input_ids=x).logits, teacher)
+        else:
+            x, y = sample_batch(stream, s.draft_batch, length, generator)
+            loss = ce_loss(draft(input_ids=x).logits, y)
+        update(draft, opt, loss, lr)
+        losses.append(float(loss.detach()))
+        if step % s.log_every == 0 or step == s.draft_steps:
+            record(f"draft ({s.draft_objective})", step, s.draft_steps, step * s.draft_batch * length, lr, losses,
+                   draft)
+    draft.eval()
+    train_s = time.perf_counter() - t_train
+
+    # Ship, then measure what was shipped: float16 weights, loaded as the benchmark loads them.
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out))
+    save(target, tokenizer, staging / "target")
+    save(draft, tokenizer, staging / "draft")
+    for name in ("target", "draft"):
+        shutil.rmtree(out / name, ignore_errors=True)
+        os.replace(staging / name, out / name)
+    shutil.rmtree(staging, ignore_errors=True)
+    models = load_pair(out)
+    windows = eval_windows(held, s.seq_len, s.eval_windows)
+    snippets = heldout_snippets(heldout_files, s.snippets)
+    prompts = tiny_prompts()
+    figures = dict(
+        heldout_eval_tokens=int(windows[:, 1:].numel()),
+        heldout_ppl_target=round(math.exp(heldout_loss(models.target, windows)), 3),
+        heldout_ppl_draft=round(math.exp(heldout_loss(models.draft, windows)), 3),
+        heldout_argmax_agreement=round(agreement(models.target, models.draft, windows), 4),
+        k=4, new_tokens=s.new_tokens,
+        acceptance_preset_prompts=decode_counts(models, prompts, s.new_tokens),
+        acceptance_heldout_snippets=decode_counts(models, snippets, s.new_tokens),
+        prompt_lookup_preset_prompts=[decode_counts(models, [p], s.new_tokens, lookup=10) for p in prompts],
+        params_target=sum(p.numel() for p in models.target.parameters()),
+        params_draft=sum(p.numel() for p in models.draft.parameters()),
+        shipped_bytes=sum((out / n / f).stat().st_size for n in ("target", "draft") for f in SHIPPED_FILES),
+    )
+    eval_s = time.perf_counter() - t0
+
+    report = dict(
+        settings=dataclasses.asdict(s), corpus=corpus, figures=figures,
+        timings=dict(tokenizer_s=round(tokenizer_s, 1), target_s=round(target_s, 1),
+                     draft_s=round(train_s - target_s, 1), eval_s=round(eval_s, 1),
+                     total_s=round(time.perf_counter() - started, 1), threads=s.threads,
+                     cpu=cpu_name(), torch=torch.__version__),
+        command="python -m bench.tiny train" + ("" if Path(s.out) == default_out() else f" --out {s.out}"),
+    )
+    with open(out / "curve.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(curve[0]))
+        writer.writeheader()
+        writer.writerows(curve)
+    (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_checksums(out)
+    log(f"held-out perplexity: target {figures['heldout_ppl_target']}, draft {figures['heldout_ppl_draft']}; "
+        f"greedy acceptance at k=4: preset prompts {figures['acceptance_preset_prompts']['acceptance']}, "
+        f"held-out snippets {figures['acceptance_heldout_snippets']['acceptance']}; "
+        f"{figures['shipped_bytes'] / 1e6:.1f} MB shipped; {report['timings']['total_s']:.0f} s in all")
+    return report
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def default_out() -> Path:
+    from bench.tiny import TRAINED_ROOT
+
+    return TRAINED_ROOT
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.tiny train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(default_out()), help="folder for target/, draft/ and the records "
+                   "(default: the shipped models/tiny)")
+    p.add_argument("--smoke", action="store_true", help="tiny shapes, a few files and steps: checks the script runs")
+    p.add_argument("--steps", type=int, help="target steps (default 1500)")
+    p.add_argument("--draft-steps", type=int, help="draft steps (default 600)")
+    p.add_argument("--draft-objective", choices=("distilled", "data"),
+                   help="distilled (default): the target's distribution on its own continuations; data: the text")
+    p.add_argument("--draft-layers", type=int, help="the draft's layers (default 2)")
+    p.add_argument("--target-from", help="a folder with a trained target/ (and its tokenizer): train only the draft")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other setting of Settings (JSON value)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default 1: faster than 2 on a shared machine)")
+    args = p.parse_args(argv)
+    s = smoke(args.out) if args.smoke else Settings(out=args.out)
+    for key in ("steps", "draft_steps", "draft_objective", "target_from", "seed", "threads"):
+        if getattr(args, key) is not None:
+            setattr(s, key, getattr(args, key))
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        if key not in {f.name for f in dataclasses.fields(Settings)}:
+            p.error(f"--set {item}: no setting '{key}'")
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+        setattr(s, key, value)
+    if args.draft_layers:
+        s.draft = dict(s.draft, num_hidden_layers=args.draft_layers)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    train(s, log=lambda line: print(line, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
