@@ -122,9 +122,12 @@ def build(name: str, path: Path) -> None:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["train"]:
-        from bench.tiny_train import main as train
+        # Run as a script, not imported: bench.tiny_train imports bench.models, which imports this module.
+        import runpy
 
-        return train(argv[1:])
+        sys.argv = ["python -m bench.tiny train", *argv[1:]]
+        runpy.run_module("bench.tiny_train", run_name="__main__", alter_sys=True)
+        return 0
     for prefix in (TINY_PREFIX, RANDOM_PREFIX):
         for n in TINY_NAMES:
             print(tiny_path(prefix + n))

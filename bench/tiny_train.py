@@ -1,6 +1,6 @@
 """Training the shipped tiny pair (`tiny/target`, `tiny/draft`) on the Python standard library.
 
-    python -m bench.tiny train                  # the shipped pair: rewrites models/tiny/ (about 12 min, one CPU core)
+    python -m bench.tiny train                  # the shipped pair: rewrites models/tiny/ (13-17 min, one CPU core)
     python -m bench.tiny train --out DIR        # anywhere else
     python -m bench.tiny train --smoke --out DIR    # seconds: tiny shapes, a few files and steps (the tests run it)
     python -m bench.tiny train --target-from models/tiny --draft-objective data --out DIR   # only a draft, to compare

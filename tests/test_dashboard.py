@@ -143,6 +143,22 @@ def test_presets_survive_the_form_unchanged(name):
     assert Config.from_dict(through_form, check_models=False) == Config.from_dict(data, check_models=False)
 
 
+@pytest.mark.parametrize("prompts", [
+    ["Hello", "Write a poem"],                                   # one per line, as typed
+    ["def f(x):\n    return x\n", "# a comment\nimport os"],   # code keeps its newlines and indentation
+    ["    leading spaces\n\n\nand blank lines"],                  # a lone multi-line prompt
+])
+def test_prompts_round_trip_through_the_textbox(prompts):
+    from bench.dashboard.form import join_texts, split_texts
+    assert split_texts(join_texts(prompts)) == prompts
+
+
+def test_typed_prompts_split_on_lines_or_on_separator_lines():
+    from bench.dashboard.form import split_texts
+    assert split_texts(" a \n\n b\r\n") == ["a", "b"]
+    assert split_texts("def f():\n    pass\n---\nx = 1\n---\n") == ["def f():\n    pass", "x = 1"]
+
+
 def test_form_errors_are_the_cli_words():
     fields = {f.name: f for f in dashboard.config_fields()}
     data = dashboard.form_dict(dashboard.form_values(tiny(), "x/runs.csv"))

@@ -53,7 +53,7 @@ def test_cli_report_opens_offline_in_chromium_with_every_chart(tiny_report):
         assert [u for u in requests if not u.startswith("file:")] == [] and errors == []
         text = page.inner_text("body")
         assert rows["run_id"].iloc[0] in text and "tiny/target" in text and "95% CI" in text
-        assert "Explain how speculative decoding" in text  # the prompts, with the texts beside them
+        assert "def find_python_files(root):" in text  # the prompts, with the texts beside them
         assert page.locator(".bench-card").count() >= len(rows)
         browser.close()
 

@@ -23,7 +23,7 @@ SECTIONS = {  # section -> rows of field names; a field missing here lands in "M
 }
 LABELS = {
     "model": "Target model", "draft_model": "Draft model", "methods": "Methods", "engine": "Engine",
-    "prompts": "Prompts (one per line)", "top_p": "top-p", "top_k": "top-k", "num_beams": "Beams",
+    "prompts": "Prompts (one per line, or between lines of ---)", "top_p": "top-p", "top_k": "top-k", "num_beams": "Beams",
     "num_return_sequences": "Returned sequences", "dtype": "dtype", "warmup": "Warm-up calls",
     "num_draft_tokens": "Draft tokens k", "prompt_lookup_num_tokens": "Prompt-lookup tokens",
     "results": "Results CSV", "name": "Run name", "tags": "Tags", "run_notes": "Run notes",
@@ -68,9 +68,11 @@ def to_form(f: Field, value):
     kind = f.metadata["kind"]
     if f.metadata["choices"] and "list" in kind:
         return value if isinstance(value, list) else [value]
+    if kind == "list[str]" and not f.metadata["choices"]:
+        return join_texts(value if isinstance(value, list) else [value])
     if is_text_list(f):
         items = value if isinstance(value, list) else [value]
-        return ("\n" if kind == "list[str]" else ", ").join(str(v) for v in items)
+        return ", ".join(str(v) for v in items)
     if kind == "optstr":
         return value or ""
     return value
@@ -80,7 +82,7 @@ def from_form(f: Field, value):
     """Component value -> config value. Anything unparsable is passed on for Config to reject in its words."""
     kind = f.metadata["kind"]
     if kind == "list[str]" and not f.metadata["choices"]:
-        return [line.strip() for line in (value or "").splitlines() if line.strip()]
+        return split_texts(value or "")
     if is_text_list(f):
         items = [int(t) if t.strip().lstrip("-").isdigit() else t.strip()
                  for t in str(value or "").replace(";", ",").replace(" ", ",").split(",") if t.strip()]
@@ -94,6 +96,35 @@ def from_form(f: Field, value):
     if f.metadata["choices"] and "list" in kind:
         return list(value or [])
     return value
+
+
+SEPARATOR = "---"
+
+
+def join_texts(items: list) -> str:
+    """Texts -> one textbox. One per line while none spans lines; otherwise a `---` line between them (and
+    after a lone one), so code prompts keep their newlines and indentation."""
+    items = [str(v) for v in items]
+    if not any("\n" in v for v in items):
+        return "\n".join(items)
+    return f"\n{SEPARATOR}\n".join(items) + (f"\n{SEPARATOR}" if len(items) == 1 else "")
+
+
+def split_texts(text: str) -> list[str]:
+    """The inverse of join_texts: with a `---` line anywhere, the texts between those lines, verbatim;
+    otherwise one text per non-blank line, trimmed."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    if not any(line.strip() == SEPARATOR for line in lines):
+        return [line.strip() for line in lines if line.strip()]
+    groups, current = [], []
+    for line in lines:
+        if line.strip() == SEPARATOR:
+            groups.append(current)
+            current = []
+        else:
+            current.append(line)
+    groups.append(current)
+    return [t for t in ("\n".join(g) for g in groups) if t.strip()]
 
 
 def form_dict(values: list) -> dict:
