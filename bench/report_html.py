@@ -35,7 +35,10 @@ tr.differs td {background: #fef9c3}
 .errors {border: 1px solid #fca5a5; background: #fef2f2; color: #7f1d1d; border-radius: 8px; padding: 4px 14px}
 .bench-note {border-left: 4px solid #f59e0b; background: #fffbeb; color: #78350f; padding: 6px 12px;
   border-radius: 4px; font-size: 13px}
-.bench-prompt {margin-bottom: 18px} .bench-prompt-text {font-weight: 600; margin-bottom: 8px}
+.bench-prompt {margin-bottom: 18px} .bench-prompt-text {font-weight: 600; margin-bottom: 8px; white-space: pre-wrap}
+.bench-seq, .bench-prompt-text code {font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px}
+.bench-diverge {background: #fde68a; color: inherit; border-radius: 2px; outline: 1px solid #f59e0b}
+.bench-same {color: #15803d; font-weight: 600} .bench-differs {color: #b45309; font-weight: 600}
 .bench-cards {display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 10px}
 .bench-card {border: 1px solid var(--border); border-radius: 8px; padding: 8px 10px; background: var(--soft);
   font-size: 13px; white-space: pre-wrap; word-break: break-word}

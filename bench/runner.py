@@ -25,7 +25,7 @@ from bench.variants import variants
 from decoding import BASELINE, METHODS
 from engines import make_engine, needs_weights
 from metrics.memory import is_out_of_memory
-from metrics.quality import against_baseline
+from metrics.quality import against_baseline, mark_divergence
 from scenarios import scenario_for
 from scenarios.context import Context, Progress, Stopped
 
@@ -149,7 +149,7 @@ def finish(jobs: list, stopped: bool = False):
         baseline = baselines.get(job.ctx.engine_name)
         add_speedups(job.row, job.calls, baseline.calls if baseline else None)
         if baseline and job.row["status"] == "ok":
-            add_greedy_match(job, baseline)
+            add_greedy_match(job, baseline, outputs[id(job)])
         if stopped:
             planned = job.ctx.config.repetition_range()[0]
             job.row["notes"] = "; ".join(filter(None, [job.row["notes"], f"stopped after {job.repetitions} of "
@@ -158,9 +158,11 @@ def finish(jobs: list, stopped: bool = False):
         yield job.row, outputs[id(job)]
 
 
-def add_greedy_match(job, baseline) -> None:
-    """How many sequences equal the baseline's greedy text; a lossless method below 1.0 gets a warning note."""
+def add_greedy_match(job, baseline, records: list[dict]) -> None:
+    """How many sequences equal the baseline's greedy text, and where each text first differs; a lossless
+    method below 1.0 gets a warning note."""
     job.row.update(against_baseline(job.calls, baseline.calls))
+    mark_divergence(records, job.calls, baseline.calls, job.ctx.models.tokenizer)
     lossless = METHODS[job.point.method].drafts and not job.point.do_sample
     if lossless and job.row["greedy_match"] < 1.0:
         job.row["notes"] = "; ".join(filter(None, [

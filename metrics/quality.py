@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from metrics.stats import median
@@ -125,3 +126,32 @@ def against_baseline(calls, baseline_calls) -> dict:
                 divergences.append(at)
     return {"greedy_match": sum(matches) / len(matches) if matches else NAN,
             "first_divergence": median(divergences) if divergences else NAN}
+
+
+def mark_divergence(records: list[dict], calls, baseline_calls, tokenizer) -> None:
+    """Gives each text record its own comparison with the baseline's greedy text, for the Samples page:
+    `greedy_match` (bool), and for a differing text `diverges_at` (token index) with `diverges_chars`
+    ([start, end) of that token in the text)."""
+    mine, base = sequences(calls), sequences(baseline_calls)
+    for rec in records:
+        key = (rec["prompt_index"], rec["completion_index"])
+        seqs = mine.get(key)
+        if key not in base or not seqs or rec["sequence_index"] >= len(seqs):
+            continue
+        seq = seqs[rec["sequence_index"]]
+        at = first_difference(seq, base[key][0])
+        rec["greedy_match"] = at is None
+        if at is not None:
+            rec["diverges_at"] = at
+            rec["diverges_chars"] = token_span(rec["text"], seq, at, tokenizer)
+
+
+def token_span(text: str, seq: list[int], at: int, tokenizer) -> list[int]:
+    """Characters of `text` that token `at` of `seq` decodes to. A prefix that does not decode to a prefix of
+    the text (a token ending inside a UTF-8 character) falls back to the nearest character boundary."""
+    def chars(n: int) -> int:
+        prefix = tokenizer.decode(seq[:n], skip_special_tokens=True)
+        return len(prefix) if text.startswith(prefix) else len(os.path.commonprefix([prefix, text]))
+    start = chars(at)
+    end = max(chars(at + 1), min(start + 1, len(text)))
+    return [start, end]

@@ -23,8 +23,13 @@ def test_degeneration_measures_match_hand_counts():
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("quality")
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("quality")
+
+
+@pytest.fixture(scope="module")
+def rows(run_dir):
+    tmp = run_dir
     config = tiny_config(tmp, methods=["standard", "nucleus", "batched", "speculative", "prompt_lookup"],
                          speculative_modes=["greedy"], temperature=1.0, top_p=1.0, completions_per_prompt=2,
                          batch_sizes=[2], max_new_tokens=16, repetitions=1)
@@ -48,3 +53,29 @@ def test_quality_columns_on_every_row(rows):
         for column in ("target_nll", "distinct_2", "repetition_rate", "heldout_ppl", "greedy_match"):
             assert r[column] == r[column], (r["method"], column)  # not NaN
         assert r["heldout_ppl"] == rows["standard"]["heldout_ppl"]  # one figure per model variant
+
+
+def test_each_text_knows_where_it_leaves_greedy(rows, run_dir):
+    """outputs.jsonl marks, per text, whether it equals standard greedy's and which characters its first
+    differing token decodes to; the Samples page highlights exactly those characters."""
+    from bench import store
+    from bench.dashboard.html import samples_html
+
+    records = store.load_outputs(run_dir / "runs.csv")
+    by = {}
+    for r in records:
+        by.setdefault(r["method"], []).append(r)
+    assert all(r["greedy_match"] for m in ("speculative", "prompt_lookup") for r in by[m])
+    assert all("diverges_at" not in r for m in ("speculative", "prompt_lookup") for r in by[m])
+    differing = [r for r in by["nucleus"] if not r["greedy_match"]]
+    assert differing and len(differing) == round((1 - rows["nucleus"]["greedy_match"]) * len(by["nucleus"]))
+    for r in differing:
+        greedy = next(g for g in by["standard"] if (g["prompt_index"], g["completion_index"])
+                      == (r["prompt_index"], r["completion_index"]))
+        start, end = r["diverges_chars"]
+        assert r["text"][:start] == greedy["text"][:start]  # the same text up to the mark
+        assert start < end <= len(r["text"]) or start == end == len(r["text"])
+        assert 0 <= r["diverges_at"] < r["new_tokens"] or r["diverges_at"] == r["new_tokens"] < 16
+    page = samples_html(records, rows["nucleus"]["run_id"], None, 0)
+    assert page.count('class="bench-diverge"') == sum(1 for r in differing if r["completion_index"] == 0)
+    assert "= greedy" in page and "&ne; greedy at" in page

@@ -107,6 +107,28 @@ RANDOM_TEXT_NOTE = ("These texts come from random weights (random_weights, or a 
                     "meaningless by design. Speed and memory are real; the words are not.")
 
 
+def marked_text(rec: dict) -> str:
+    """The text, with the first token that differs from standard greedy's text highlighted."""
+    text, span = rec["text"], rec.get("diverges_chars")
+    if not span:
+        return escape(text)
+    start, end = span
+    title = f"token {rec['diverges_at'] + 1}: the first that differs from standard greedy"
+    return (f'{escape(text[:start])}<mark class="bench-diverge" title="{escape(title)}">'
+            f'{escape(text[start:end]) or "&#8203;"}</mark>{escape(text[end:])}')
+
+
+def match_badge(seqs: list[dict]) -> str:
+    """'= greedy' when every sequence equals standard greedy's text, else where the first one differs."""
+    marks = [s["greedy_match"] for s in seqs if "greedy_match" in s]
+    if not marks or seqs[0].get("method") == "standard":
+        return ""
+    if all(marks):
+        return '<b class="bench-same" title="token-identical to standard greedy">= greedy</b> · '
+    at = min(s["diverges_at"] for s in seqs if "diverges_at" in s)
+    return f'<b class="bench-differs" title="differs from standard greedy from token {at + 1}">&ne; greedy at {at + 1}</b> · '
+
+
 def samples_html(records: list[dict], run_id: str | None, methods: list[str] | None = None,
                  completion: int = 0, prompts: list[str] | None = None, rows: list[dict] | None = None) -> str:
     """Texts of one run, one block per prompt, one card per method x setting side by side. rows: the run's
@@ -134,9 +156,9 @@ def samples_html(records: list[dict], run_id: str | None, methods: list[str] | N
         cells = []
         for key, seqs in cards.items():
             texts = "".join(f'<div class="bench-seq">{"<i>sequence " + str(s["sequence_index"] + 1) + "</i><br>" if len(seqs) > 1 else ""}'
-                            f'{escape(s["text"])}</div>' for s in seqs)
+                            f'{marked_text(s)}</div>' for s in seqs)
             cells.append(f'<div class="bench-card"><div class="bench-card-head">{escape(key)}'
-                         f'<span>{seqs[0]["new_tokens"]} tokens</span></div>{texts}</div>')
+                         f'<span>{match_badge(seqs)}{seqs[0]["new_tokens"]} tokens</span></div>{texts}</div>')
         out.append(f'<div class="bench-prompt"><div class="bench-prompt-text">Prompt {p + 1}: '
-                   f'{escape(prompt)}</div><div class="bench-cards">{"".join(cells)}</div></div>')
+                   f'{"<br>" if chr(10) in prompt else ""}<code>{escape(prompt)}</code></div><div class="bench-cards">{"".join(cells)}</div></div>')
     return "".join(out)
