@@ -159,6 +159,17 @@ def test_typed_prompts_split_on_lines_or_on_separator_lines():
     assert split_texts("def f():\n    pass\n---\nx = 1\n---\n") == ["def f():\n    pass", "x = 1"]
 
 
+def test_run_table_of_a_load_run_has_the_cli_load_columns():
+    load = {"method": "standard", "setting": "rate=4", "engine": "continuous", "status": "ok", "request_rate": 4.0,
+            "requests": 40, "failed_requests": 0, "request_throughput": 3.9, "ttft_ms_median": 12.345,
+            "tpot_ms_median": 4.5, "goodput": 3.9}
+    table = dashboard.results_table([load])
+    assert list(table.columns[:4]) == ["method", "setting", "engine", "status"]
+    assert table["TTFT ms"][0] == 12.3 and table["req/s"][0] == 3.9 and "tok/s/seq 95% CI" not in table
+    per_call = dashboard.results_table([{"method": "standard", "setting": "greedy", "status": "ok"}])
+    assert "tok/s/seq 95% CI" in per_call and "req/s" not in per_call
+
+
 def test_form_errors_are_the_cli_words():
     fields = {f.name: f for f in dashboard.config_fields()}
     data = dashboard.form_dict(dashboard.form_values(tiny(), "x/runs.csv"))

@@ -41,11 +41,14 @@ TABLE_COLUMNS = sorted(report.COLUMNS, key=lambda c: TABLE_FIRST.index(c[0]) if 
 
 
 def results_table(rows: pd.DataFrame | list[dict]) -> pd.DataFrame:
-    """One line per row as numbers (so the browser sorts them right), errors in the last column."""
+    """One line per row as numbers (so the browser sorts them right), errors in the last column; the columns
+    of the CLI's table for the same rows."""
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=store.COLUMNS)
     out = pd.DataFrame()
     records = df.to_dict("records")
-    for key, header, fmt in TABLE_COLUMNS:
+    # A run under load has per-request latencies and delivered rates, not per-call figures: the CLI's load table.
+    columns = report.LOAD_COLUMNS if records and all(map(report.is_load_row, records)) else TABLE_COLUMNS
+    for key, header, fmt in columns:
         if fmt in report.CELLS:  # intervals, marks and speedups rounded to their CI: text, as the CLI shows them
             col = pd.Series([report.CELLS[fmt](r, key) for r in records], dtype=object)
         else:
