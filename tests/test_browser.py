@@ -309,8 +309,9 @@ def test_history_names_hides_diffs_and_compares_against_a_baseline(served, page,
     page.click("#history-edit-section button, #history-edit-section .label-wrap")  # open the editor
     page.click("#history-edit-run input")
     page.get_by_role("option", name="run-a", exact=False).click()
-    # Picking a run fills the editor with its current values; type only once that answer is in.
-    page.wait_for_timeout(2000)
+    # Picking a run locks the editor until it is filled with the run's current values.
+    page.wait_for_selector("#history-edit-note:has-text('Editing')")
+    assert page.is_enabled("#history-edit-name textarea, #history-edit-name input")
     page.fill("#history-edit-name textarea, #history-edit-name input", "fp32 baseline")
     page.fill("#history-edit-tags textarea, #history-edit-tags input", "fp32, quiet")
     page.click("#history-edit-save")

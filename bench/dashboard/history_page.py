@@ -143,7 +143,11 @@ class HistoryPage:
         self.export_btn.click(self.export, state, self.download, **UI_ONLY)
         self.report_btn.click(self.report, state, self.download, **UI_ONLY)
         edit_fields = [self.edit_name, self.edit_tags, self.edit_notes, self.edit_hidden]
-        self.edit_run.input(self.fill_edit, [self.uploaded, self.edit_run], edit_fields, **UI_ONLY)
+        # The fields are locked until the picked run's values are in: a fill that answered after the user had
+        # started typing would overwrite what was typed.
+        self.edit_run.input(lambda: [gr.update(interactive=False)] * len(edit_fields), None, edit_fields,
+                            queue=False, show_progress="hidden", **UI_ONLY) \
+            .then(self.fill_edit, [self.uploaded, self.edit_run], edit_fields + [self.edit_note], **UI_ONLY)
         self.save_btn.click(self.save, [self.edit_run, *edit_fields], self.edit_note, **UI_ONLY).then(**full)
 
     def selection(self, values) -> dict[str, list]:
@@ -189,13 +193,18 @@ class HistoryPage:
         return gr.update(value=str(path), visible=True, label=f"Report of {len(runs)} run(s)")
 
     def fill_edit(self, files, run_id):
+        """The picked run's current name, tags, notes and hidden flag, and the fields unlocked again."""
         df, _ = load_history(history_files(self.ctx.results_path, files), self.ctx.results_path)
         part = df[df["run_id"].astype(str) == str(run_id)]
         if part.empty:
-            return "", "", "", False
-        first = part.iloc[0]
-        return (runs_meta.text(first["run_name"]), runs_meta.tags_text(runs_meta.text(first["run_tags"])),
-                runs_meta.text(first["run_notes"]), bool(part["hidden"].any()))
+            values = ["", "", "", False]
+        else:
+            first = part.iloc[0]
+            values = [runs_meta.text(first["run_name"]), runs_meta.tags_text(runs_meta.text(first["run_tags"])),
+                      runs_meta.text(first["run_notes"]), bool(part["hidden"].any())]
+        note = f"Editing `{run_id}`: Save keeps it in runs_meta.json beside the CSV; the CSV is never rewritten." \
+            if run_id else "Kept in runs_meta.json beside the CSV; the CSV is never rewritten and no row is deleted."
+        return [gr.update(value=v, interactive=True) for v in values] + [note]
 
     def save(self, run_id, name, tags, notes, hidden):
         if not run_id:
