@@ -24,6 +24,7 @@ from plotly.subplots import make_subplots
 
 from bench.rows import RANDOM_WEIGHTS_NOTE
 from bench.runs_meta import run_labels
+from metrics.trace import inter_token_ms, parse_times
 from decoding import BASELINE, METHODS
 
 # Row keys shown on hover, so a bar can be traced to the exact settings that produced it.
@@ -434,6 +435,75 @@ def quality_vs_speed(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def traced_rows(d: pd.DataFrame) -> list[dict]:
+    """Rows with a token trace (metrics/trace.py), each with its `times` (ms) parsed."""
+    if d.empty or "token_times_ms" not in d:
+        return []
+    out = []
+    for row in d.to_dict("records"):
+        times = parse_times(row.get("token_times_ms"))
+        if times:
+            out.append(row | {"times": times})
+    return out
+
+
+def series_name(row: dict, several: bool) -> str:
+    return row["label"] + (f" · {row['run']}" if several else "")
+
+
+def token_timeline(df: pd.DataFrame) -> go.Figure:
+    """Token index against time since the call started, for one traced call per row (run after the measured
+    calls, every step timed). TTFT is the first point; a speculative round shows as a step of several tokens
+    at one time, a stall as a flat stretch."""
+    title = "Token timeline of one traced call per row (TTFT marked)"
+    rows = traced_rows(prepare(df))
+    if not rows:
+        return empty(title, "no token traces in these rows")
+    fig = go.Figure()
+    several = len({r["run"] for r in rows}) > 1
+    by_method = len({r["method"] for r in rows}) == len(rows) and not several  # else a method has several lines
+    for i, row in enumerate(rows):
+        color = method_color(row["method"]) if by_method else RUN_COLORS[i % len(RUN_COLORS)]
+        name, times = series_name(row, several), row["times"]
+        fig.add_scatter(x=times, y=list(range(1, len(times) + 1)), mode="lines", name=name, legendgroup=name,
+                        line=dict(color=color, width=2, shape="hv"),
+                        hovertext=[f"<b>{html.escape(name)}</b><br>token {j}: {t:.1f} ms<br>{row['hover']}"
+                                   for j, t in enumerate(times, 1)], hovertemplate="%{hovertext}<extra></extra>")
+        fig.add_scatter(x=[times[0]], y=[1], mode="markers", legendgroup=name, showlegend=False,
+                        marker=dict(color=color, size=10, symbol="diamond", line=dict(width=1, color="#0f172a")),
+                        hovertext=[f"<b>{html.escape(name)}</b><br>TTFT {times[0]:.1f} ms"],
+                        hovertemplate="%{hovertext}<extra></extra>")
+    fig = style(fig, title, "new tokens (per sequence)", "ms since the call started")
+    fig.update_xaxes(rangemode="tozero", tickangle=0)
+    return fig
+
+
+def inter_token_latency(df: pd.DataFrame) -> go.Figure:
+    """Histogram of the gaps between consecutive tokens of each row's traced call; the menu picks the row.
+    A round that lands k tokens at once counts as k gaps of a k-th of its time each (as under load)."""
+    title = "Inter-token latency of one traced call"
+    rows = traced_rows(prepare(df))
+    rows = [r | {"gaps": inter_token_ms(r["times"])} for r in rows]
+    rows = [r for r in rows if r["gaps"]]
+    if not rows:
+        return empty(title, "no token traces with two tokens or more")
+    fig = go.Figure()
+    several = len({r["run"] for r in rows}) > 1
+    names = [series_name(r, several) for r in rows]
+    for i, (row, name) in enumerate(zip(rows, names)):
+        fig.add_histogram(x=row["gaps"], name=name, visible=i == 0, nbinsx=40,
+                          marker=dict(color=method_color(row["method"]), line=dict(width=0.5, color="#0f172a")),
+                          hovertemplate="%{x} ms: %{y} gaps<extra></extra>")
+    buttons = [dict(label=name, method="update",
+                    args=[{"visible": [j == i for j in range(len(rows))]},
+                          {"title.text": f"{title}: {html.escape(name)}"}]) for i, name in enumerate(names)]
+    fig = style(fig, f"{title}: {html.escape(names[0])}", "gaps", "ms between consecutive tokens")
+    fig.update_layout(showlegend=False, updatemenus=[dict(buttons=buttons, direction="down", x=1, xanchor="right",
+                                                          y=1.0, yanchor="bottom", showactive=True)])
+    fig.update_xaxes(rangemode="tozero", tickangle=0)
+    return fig
+
+
 # --- load rows (scenarios/load.py) ----------------------------------------------------------------------
 
 LOAD_NUMERIC = ["output_tokens_per_s", "request_throughput", "goodput", "ttft_ms_median", "ttft_ms_p90",
@@ -576,5 +646,6 @@ FIGURES = {
     "tokens": tokens_per_s, "latency": latency, "tpot": time_per_output_token, "memory": memory,
     "speedup": speedup, "acceptance": acceptance, "positions": acceptance_by_position,
     "predicted": predicted_vs_measured, "quality": quality_vs_speed, "batch": batch_throughput,
+    "timeline": token_timeline, "itl": inter_token_latency,
     "load": throughput_latency, "goodput": goodput,
 }

@@ -24,7 +24,7 @@ SETTINGS = [
 ]
 DERIVED = ["speedup_vs_standard", "speedup_vs_standard_ci_low", "speedup_vs_standard_ci_high",
            "throughput_vs_standard", "throughput_vs_standard_ci_low", "throughput_vs_standard_ci_high",
-           "greedy_match", "first_divergence", "warmup_s", "compile_s", "notes"]
+           "greedy_match", "first_divergence", "warmup_s", "compile_s", "token_times_ms", "notes"]
 ENVIRONMENT = [
     "device_name", "device_memory_gib", "gpu_count", "gpu_driver", "cpu_model", "cpu_count", "ram_gib",
     "torch_version", "transformers_version",

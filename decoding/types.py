@@ -2,7 +2,9 @@
 
 A method turns prompts (already tokenized, outside the timed region) and settings into a
 `Request`; an engine turns a `Request` into a `Generation`. Engines never read clocks: they call
-`probe.first_token()` once the first new token exists and poll `probe.should_stop()` between steps.
+`probe.first_token()` once the first new token exists and poll `probe.should_stop()` between steps. In a
+traced call (one per row, after the measured ones) they also call `tokens_exist(probe, n)` after every step;
+a measured call's probe does not trace, so that costs it nothing.
 """
 from __future__ import annotations
 
@@ -120,19 +122,34 @@ def count_new_tokens(sequences: torch.Tensor, eos_token_ids) -> list[int]:
 class Probe(Protocol):
     """What an engine may tell the measurement, without reading a clock itself."""
 
+    traces: bool  # True only for a traced call: the engine reports every step's tokens (and syncs for it)
+
     def first_token(self) -> None: ...
 
     def should_stop(self) -> bool: ...
 
+    def tokens(self, count: int) -> None: ...
+
+
+def tokens_exist(probe: Probe, count: int) -> None:
+    """After a step: `count` new tokens per sequence now exist. Only a tracing probe hears it."""
+    if getattr(probe, "traces", False):
+        probe.tokens(count)
+
 
 class NullProbe:
     """A probe that measures nothing, for callers outside a benchmark (tests, warm-up)."""
+
+    traces = False
 
     def first_token(self) -> None:
         pass
 
     def should_stop(self) -> bool:
         return False
+
+    def tokens(self, count: int) -> None:
+        pass
 
 
 class Engine(Protocol):

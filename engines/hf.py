@@ -8,7 +8,7 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 from transformers.generation import logits_process
 from transformers.generation.logits_process import MinNewTokensLengthLogitsProcessor
 
-from decoding.types import Generation, Probe, Request, UnsupportedSetting
+from decoding.types import Generation, Probe, Request, UnsupportedSetting, tokens_exist
 from metrics.drafts import Round, count_rounds
 from metrics.prediction import seconds_per_step
 
@@ -17,14 +17,16 @@ class ProbeCriteria(StoppingCriteria):
     """`generate` calls this once per step after appending tokens, beam search and assisted generation
     included: its first call marks the first new token, and each call can end the run early."""
 
-    def __init__(self, probe: Probe):
+    def __init__(self, probe: Probe, prompt_length: int):
         self.probe = probe
+        self.prompt_length = prompt_length
         self.seen_first = False
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
         if not self.seen_first:
             self.seen_first = True
             self.probe.first_token()
+        tokens_exist(self.probe, input_ids.shape[1] - self.prompt_length)
         stop = self.probe.should_stop()
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
@@ -174,7 +176,7 @@ class HFEngine:
             with torch.inference_mode():
                 out = target.generate(
                     input_ids=request.input_ids, attention_mask=request.attention_mask,
-                    generation_config=config, stopping_criteria=StoppingCriteriaList([ProbeCriteria(probe)]),
+                    generation_config=config, stopping_criteria=StoppingCriteriaList([ProbeCriteria(probe, request.input_ids.shape[1])]),
                     **kwargs)
         finally:
             if counter is not None:

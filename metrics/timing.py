@@ -34,6 +34,7 @@ class CallTimer:
         "aggregate_tokens_per_s_std", "device_ms_median", "unstable",
     )
     UNSTABLE = 0.10  # a CI half-width above 10% of the median: the figure is noise-dominated
+    traces = False  # a measured call: the engine reports no per-step tokens (metrics/trace.py does)
 
     def __init__(self, device: torch.device, stop_event: threading.Event | None = None):
         self.device = device
@@ -64,6 +65,9 @@ class CallTimer:
 
     def should_stop(self) -> bool:
         return self.stop_event is not None and self.stop_event.is_set()
+
+    def tokens(self, count: int) -> None:
+        pass
 
     @property
     def latency_s(self) -> float:
@@ -116,3 +120,25 @@ def time_per_output_token(latency_s: float, ttft_s: float, new_tokens: int) -> f
     if new_tokens < 2 or ttft_s != ttft_s:
         return float("nan")
     return (latency_s - ttft_s) / (new_tokens - 1)
+
+
+class TokenTrace(CallTimer):
+    """A CallTimer that also hears `tokens(n)` after every engine step and stamps it."""
+
+    traces = True
+
+    def __enter__(self) -> "TokenTrace":
+        self.steps: list[tuple[float, int]] = []  # (perf_counter, new tokens per sequence so far)
+        return super().__enter__()
+
+    def tokens(self, count: int) -> None:
+        synchronize(self.device)  # the step's tokens really exist now
+        self.steps.append((time.perf_counter(), count))
+
+    def token_times_ms(self) -> list[float]:
+        """Token i's time since the call started (ms): the time of the step that made it, so tokens that a
+        speculative round accepted together share one time."""
+        times: list[float] = []
+        for at, count in self.steps:
+            times += [(at - self.start) * 1000] * max(0, count - len(times))
+        return times

@@ -23,6 +23,8 @@ from metrics.memory import is_out_of_memory
 from metrics.prediction import prediction_columns
 from metrics.stats import half_width_ratio
 from metrics.timing import CallTimer
+from metrics.timing import TokenTrace
+from metrics.trace import format_times
 from scenarios.context import Context, Stopped, check_stop
 
 
@@ -160,7 +162,20 @@ def finish(job: Job) -> list[dict]:
             job.row.update(prediction_columns(job.row, job.ctx.engine, job.units[0]))
         except Exception as e:
             job.row["notes"] = "; ".join(filter(None, [job.row["notes"], f"no predicted speedup: {one_line(e)}"]))
+    try:
+        if not (job.ctx.stop_event and job.ctx.stop_event.is_set()):  # a stopped run keeps what it measured
+            job.row["token_times_ms"] = format_times(traced_call(job))
+    except Exception as e:
+        job.row["notes"] = "; ".join(filter(None, [job.row["notes"], f"no token trace: {one_line(e)}"]))
     return output_records(job.row, job.ctx.models.tokenizer, job.calls[: len(job.units)])
+
+
+def traced_call(job: Job) -> list[float]:
+    """One more call on the row's first unit, after the measured ones and outside their figures, with every
+    step's tokens timed (metrics/trace.py)."""
+    with TokenTrace(job.ctx.models.device, job.ctx.stop_event) as trace:
+        call(job, job.units[0], trace)
+    return trace.token_times_ms()
 
 
 def measure(jobs: list[Job], progress):

@@ -123,4 +123,4 @@ def test_warm_up_covers_the_longest_prompt_of_each_batch_size(tmp_path, monkeypa
     config = tiny_config(tmp_path, methods=["standard"], prompts=["Hi", "word " * 40], warmup=1, repetitions=1)
     run_all(config)
     assert seen[0] == max(seen)  # the one warm-up call ran the longest prompt
-    assert len(seen) == 3
+    assert len(seen) == 4 and seen[3] == seen[1]  # then 2 measured calls, then the traced one on the first unit

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from decoding.types import Probe, Request
+from decoding.types import Probe, Request, tokens_exist
 from engines.fast.cache import StaticKVCache
 from engines.fast.model import Forward
 from engines.fast.rounds import NO_EOS, RoundState
@@ -69,6 +69,7 @@ def decode_n_tokens(model: Model, req: Request, probe: Probe, rules: Rules, eos:
                 break
         decode_one_token(model, rules)
         n += 1
+        tokens_exist(probe, n)
     return tokens[:, L:L + n].clone()
 
 
@@ -88,6 +89,7 @@ def mark_first_token(probe: Probe, model: Model) -> None:
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)  # the one sync: the first token really exists now
     probe.first_token()
+    tokens_exist(probe, 1)
 
 
 # -- speculative decoding -----------------------------------------------------------------------------------------
@@ -279,6 +281,7 @@ def speculative_decode(target: Model, drafter: Drafter, req: Request, probe: Pro
             log.natural_eos = len(new) + flags.index(1)
         log.target_forwards += 1
         new += produced
+        tokens_exist(probe, len(new))
         token = nxt.view(1, 1)
     sequences = torch.tensor([new[:req.max_new_tokens]], dtype=torch.long, device=target.device)  # (1, n)
     return sequences, log
@@ -319,11 +322,15 @@ def speculative_decode_nosync(target: Model, draft: Model | None, state: RoundSt
     draft_fwd, draft_cache = (draft.forward, draft.cache) if draft is not None else (None, None)
     n, launched = 1, 0
     while n < req.max_new_tokens and not probe.should_stop():
-        for _ in range(rounds_before_check(req.max_new_tokens - n, k, (n - 1) / launched if launched else None)):
+        # A traced call reads the device after every round, to time it; a measured one only per batch of rounds.
+        batch = 1 if getattr(probe, "traces", False) else rounds_before_check(req.max_new_tokens - n, k,
+                                                           (n - 1) / launched if launched else None)
+        for _ in range(batch):
             steps.run(steps.round, target.forward, target.cache, draft_fwd, draft_cache, state, rules,
                       steps.accept_fn, k)
             launched += 1
         n, done = torch.stack([state.n_new, state.done.long()]).tolist()  # the host's one read per batch of rounds
+        tokens_exist(probe, min(n, req.max_new_tokens))
         if done:
             break
     return target.cache.tokens[:, L:L + n].clone(), state.snapshot()
