@@ -23,6 +23,7 @@ COLUMNS = [
     ("mbu", "MBU", "{:.2f}"), ("acceptance_rate", "accept", "{:.2f}"),
     ("mean_accepted_tokens", "tok/fwd", "{:.2f}"), ("speedup_vs_standard", "speedup", "speedup"),
     ("predicted_speedup", "predicted", "{:.2f}x"),
+    ("target_nll", "NLL", "{:.2f}"), ("greedy_match", "=greedy", "{:.2f}"), ("heldout_ppl", "ppl", "{:.1f}"),
 ]
 
 
@@ -144,6 +145,8 @@ def table(rows: list[dict]) -> str:
         "paired per prompt and repetition (geometric mean). 95% CI: bootstrap interval of the median tok/s/seq;",
         "! = unstable (CI half-width above 10% of the median: more repetitions or a quieter machine);",
         "n.s. = no significant difference from standard (the speedup's CI contains 1).",
+        "NLL = mean negative log-likelihood per token of the text under the unquantized target (lower = likelier);",
+        "=greedy = share of sequences token-identical to standard greedy's; ppl = the target's held-out perplexity.",
     ]
     if starred:
         notes.append("* = the best k of a num_draft_tokens sweep (fastest tok/s/seq among rows differing only by k).")

@@ -9,6 +9,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from bench.rows import RANDOM_WEIGHTS_NOTE
+from decoding import BASELINE
 
 if TYPE_CHECKING:
     from bench.runner import Progress
@@ -121,7 +122,7 @@ def marked_text(rec: dict) -> str:
 def match_badge(seqs: list[dict]) -> str:
     """'= greedy' when every sequence equals standard greedy's text, else where the first one differs."""
     marks = [s["greedy_match"] for s in seqs if "greedy_match" in s]
-    if not marks or seqs[0].get("method") == "standard":
+    if not marks or seqs[0].get("method") == BASELINE:
         return ""
     if all(marks):
         return '<b class="bench-same" title="token-identical to standard greedy">= greedy</b> · '
