@@ -43,6 +43,7 @@ NUMERIC = [
     "drafted_tokens",
 ]
 UNKNOWN_COLOR = "#94a3b8"  # rows of a method this checkout no longer has (old CSVs in History)
+DASHES = ["solid", "dot", "dash", "dashdot", "longdash"]
 RUN_COLORS = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777"]
 VARIANT_KEYS = ["engine", "quantization", "attention", "dtype", "model"]  # appended to labels when they vary
 HEIGHT = 340
@@ -372,6 +373,7 @@ def acceptance_by_position(df: pd.DataFrame) -> go.Figure:
     fig = style(fig, title, "% of rounds offering it", "draft position")
     fig.update_yaxes(range=[0, 105])
     fig.update_xaxes(dtick=1, tickangle=0)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, x=0, xanchor="left"), margin=dict(b=60))
     return fig
 
 
@@ -411,7 +413,7 @@ def quality_vs_speed(df: pd.DataFrame) -> go.Figure:
     """What each row writes against how fast: the reference model's NLL of the text (lower = more likely
     text) over per-sequence speed. Greedy, its lossless speedups and batching share one NLL; sampling,
     beams and quantization move along the y axis, so the trade is visible at a glance."""
-    title = "Quality vs speed: target NLL per token (lower = likelier) against tokens/s per sequence"
+    title = "Quality vs speed (target NLL per token: lower = likelier)"
     d = prepare(df)
     if d.empty or "target_nll" not in d:
         return empty(title, "no finished rows yet")
@@ -432,6 +434,7 @@ def quality_vs_speed(df: pd.DataFrame) -> go.Figure:
             hovertemplate="%{hovertext}<extra></extra>")
     fig = style(fig, title, "target NLL per token", "tokens/s per sequence")
     fig.update_xaxes(rangemode="tozero", tickangle=0)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, x=0, xanchor="left"), margin=dict(b=60))
     return fig
 
 
@@ -461,12 +464,15 @@ def token_timeline(df: pd.DataFrame) -> go.Figure:
         return empty(title, "no token traces in these rows")
     fig = go.Figure()
     several = len({r["run"] for r in rows}) > 1
-    by_method = len({r["method"] for r in rows}) == len(rows) and not several  # else a method has several lines
-    for i, row in enumerate(rows):
-        color = method_color(row["method"]) if by_method else RUN_COLORS[i % len(RUN_COLORS)]
+    seen: dict[str, int] = {}
+    for row in rows:
+        # Colour by method (by run when runs are compared); a method's further rows get their own dash.
+        nth = seen[row["method"]] = seen.get(row["method"], -1) + 1
+        color = RUN_COLORS[sorted({r["run"] for r in rows}).index(row["run"]) % len(RUN_COLORS)] if several \
+            else method_color(row["method"])
         name, times = series_name(row, several), row["times"]
         fig.add_scatter(x=times, y=list(range(1, len(times) + 1)), mode="lines", name=name, legendgroup=name,
-                        line=dict(color=color, width=2, shape="hv"),
+                        line=dict(color=color, width=2, shape="hv", dash=DASHES[nth % len(DASHES)]),
                         hovertext=[f"<b>{html.escape(name)}</b><br>token {j}: {t:.1f} ms<br>{row['hover']}"
                                    for j, t in enumerate(times, 1)], hovertemplate="%{hovertext}<extra></extra>")
         fig.add_scatter(x=[times[0]], y=[1], mode="markers", legendgroup=name, showlegend=False,
@@ -475,6 +481,9 @@ def token_timeline(df: pd.DataFrame) -> go.Figure:
                         hovertemplate="%{hovertext}<extra></extra>")
     fig = style(fig, title, "new tokens (per sequence)", "ms since the call started")
     fig.update_xaxes(rangemode="tozero", tickangle=0)
+    # One legend entry per row is many: below the plot, where the numeric x axis leaves room.
+    fig.update_layout(height=HEIGHT + 20 * ((len(rows) + 1) // 2), margin=dict(b=60),
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0, xanchor="left", font_size=10))
     return fig
 
 

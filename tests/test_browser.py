@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 RUN_TIMEOUT_MS = 300_000  # the tiny preset takes ~15 s alone; Chromium shares the CPU with it
 VIEWPORT = {"width": 1440, "height": 1150}
-DOC_SHOTS = {"run_page.png": "docs/run_page.png", "results_page.png": "docs/results_page.png"}
+DOC_SHOTS = {"run_page.png": "docs/run_page.png", "results_page.png": "docs/results_page.png",
+             "samples_page.png": "docs/samples_page.png"}
 NOTEBOOK_SHOT = "docs/history_page.png"  # from the History notebook test: two runs against a baseline
 
 
