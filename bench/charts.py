@@ -47,6 +47,7 @@ DASHES = ["solid", "dot", "dash", "dashdot", "longdash"]
 RUN_COLORS = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777"]
 VARIANT_KEYS = ["engine", "quantization", "attention", "dtype", "model"]  # appended to labels when they vary
 HEIGHT = 340
+EMPTY_HEIGHT = 150
 
 
 def method_color(method) -> str:
@@ -101,7 +102,8 @@ def empty(title: str, message: str) -> go.Figure:
                        font=dict(size=14, color="#64748b"))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return style(fig, title)
+    # Short: a run fills only some charts (per-call or load ones), and the page should not be mostly blank cards.
+    return style(fig, title).update_layout(height=EMPTY_HEIGHT, margin=dict(t=50, b=10))
 
 
 def style(fig: go.Figure, title: str, y_title: str = "", x_title: str = "") -> go.Figure:
@@ -315,9 +317,9 @@ def batch_throughput(df: pd.DataFrame) -> go.Figure:
     sweeping = methods_that("sweeps_batch")
     title = f"Aggregate throughput vs batch size ({' and '.join(sweeping)} method{'s' if len(sweeping) > 1 else ''})"
     d = prepare(df)
-    d = d[d["method"].isin(sweeping)] if not d.empty else d
+    d = d[d["method"].isin(sweeping) & d["batch_size"].notna()] if not d.empty else d
     if d.empty:
-        return empty(title, f"no {' or '.join(sweeping)} rows")
+        return empty(title, f"no {' or '.join(sweeping)} rows with a batch size")
     fig = go.Figure()
     # One line per run, method and variant: the x axis is the only thing that changes along a line.
     several_runs = d["run"].nunique() > 1

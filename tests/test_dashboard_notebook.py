@@ -23,10 +23,10 @@ def run_rows(run_id: str, speed: float, ci: float = 0.05, device_name: str = "In
         model="m", quantization="none", attention="sdpa", dtype="float32", device="cpu", device_name=device_name,
         torch_version="2.13.0", run_name="", run_tags="", run_notes="", notes="") | extra
     rows = []
-    for method, setting, factor in (("standard", "greedy", 1.0), ("batched", "batch_size=4", 3.0)):
+    for method, setting, batch, factor in (("standard", "greedy", 1, 1.0), ("batched", "batch_size=4", 4, 3.0)):
         v = speed * factor
         rows.append(base | dict(
-            method=method, setting=setting, tokens_per_s_per_sequence_median=v,
+            method=method, setting=setting, batch_size=batch, tokens_per_s_per_sequence_median=v,
             tokens_per_s_per_sequence_ci_low=v * (1 - ci), tokens_per_s_per_sequence_ci_high=v * (1 + ci),
             aggregate_tokens_per_s_median=v, aggregate_tokens_per_s_ci_low=v * (1 - ci),
             aggregate_tokens_per_s_ci_high=v * (1 + ci), ttft_ms_median=1000 / v, ttft_ms_ci_low=1000 / v * (1 - ci),
