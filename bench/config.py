@@ -246,7 +246,10 @@ def coerce(f, value):
             if not isinstance(v, str) or not v.strip():
                 raise bad()
             if m["choices"] and v not in m["choices"]:
-                raise bad(v)
+                close = difflib.get_close_matches(v, list(m["choices"]), n=1, cutoff=0.5) or \
+                    [c for c in m["choices"] if v.lower() in c.lower()][:1]
+                error = bad(v)
+                raise ConfigError(f"{error}; did you mean {close[0]}?") if close else error
             return v if f.name == "prompts" else v.strip()  # a prompt is used exactly as written
         if k == "bool":
             if not isinstance(v, bool):

@@ -103,3 +103,14 @@ def test_bad_flags_exit_2_before_anything_runs(args, names):
 def test_prompts_are_used_exactly_as_written():
     config = Config.from_dict(dict(BASE, prompts=["  leading and trailing spaces  "]))
     assert config.prompts == ["  leading and trailing spaces  "]
+
+
+@pytest.mark.parametrize("key, typed, meant", [("quantization", "4bit", "bnb-4bit"), ("methods", ["standrd"], "standard"),
+                                               ("engine", "hf-compiled", "hf_compiled")])
+def test_a_near_miss_choice_names_the_one_meant(key, typed, meant):
+    with pytest.raises(ConfigError) as e:
+        Config.from_dict({key: typed}, check_models=False)
+    assert str(e.value).endswith(f"did you mean {meant}?") and f"config key '{key}'" in str(e.value)
+    with pytest.raises(ConfigError) as far:
+        Config.from_dict({key: "zzzz"}, check_models=False)
+    assert "did you mean" not in str(far.value)
