@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import threading
 import sys
 from dataclasses import fields
 
@@ -96,18 +98,22 @@ def headless(config: Config, report: str | None = None) -> int:
     from tqdm import tqdm
 
     from bench.report import table
-    from bench.runner import Progress, RowDone, run, total_rows
+    from bench.runner import Progress, RowDone, Stopped, run, total_rows
     from bench.store import StoreError
 
     rows = []
     bar = tqdm(total=total_rows(config), unit="row", file=sys.stderr, dynamic_ncols=True)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, ctrl_c(stop, bar))
     try:
-        for event in run(config):
+        for event in run(config, stop):
             if isinstance(event, Progress):
                 bar.set_description(event.message[:70])
             elif isinstance(event, RowDone):
                 rows.append(event.row)
                 bar.update(1)
+    except Stopped:  # the runner has kept every row's whole repetitions, then stopped
+        pass
     except KeyboardInterrupt:
         bar.close()
         print(f"interrupted: {len(rows)} finished rows kept in {config.results}", file=sys.stderr)
@@ -116,7 +122,11 @@ def headless(config: Config, report: str | None = None) -> int:
         bar.close()
         print(f"error: {e}", file=sys.stderr)
         return 3
+    finally:
+        signal.signal(signal.SIGINT, previous)
     bar.close()
+    if stop.is_set():
+        print(f"stopped: {len(rows)} rows with their whole repetitions kept in {config.results}", file=sys.stderr)
     print(table(rows))
     print(f"\n{len(rows)} rows appended to {config.results}; texts in "
           f"{os.path.join(os.path.dirname(config.results) or '.', 'outputs.jsonl')}")
@@ -128,7 +138,20 @@ def headless(config: Config, report: str | None = None) -> int:
         except OSError as e:
             print(f"error: cannot write the report to {report}: {e.strerror or e}", file=sys.stderr)
             return 3
+    if stop.is_set():
+        return 130
     return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def ctrl_c(stop: threading.Event, bar):
+    """The first Ctrl-C stops like the dashboard's Stop: the call in flight ends at its next step, and every row
+    keeps its whole repetitions (what an hour of measuring got is not thrown away). A second one aborts."""
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        bar.write("stopping: keeping every row's whole repetitions (Ctrl-C again to abort at once)", file=sys.stderr)
+    return handler
 
 
 def main(argv=None) -> int:

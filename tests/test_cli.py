@@ -30,3 +30,58 @@ def test_help_shows_defaults():
     assert result.returncode == 0
     for text in ("max_new_tokens", "default 128", "temperature", "default 0.7", "num_beams", "seed", "tiny"):
         assert text in result.stdout
+
+
+def start_long_run(tmp_path):
+    """A run of the random tiny pair with far more repetitions than the test waits for."""
+    import signal  # noqa: F401  (the caller sends it)
+
+    from conftest import PROMPTS, RANDOM_TARGET
+
+    config = tmp_path / "long.json"
+    config.write_text(json.dumps({"model": RANDOM_TARGET, "methods": ["standard", "batched"], "batch_sizes": [2],
+                                  "prompts": PROMPTS[:2], "max_new_tokens": 8, "device": "cpu", "dtype": "float32",
+                                  "repetitions": 1000, "results": str(tmp_path / "runs.csv")}))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "app.py", "--config", str(config)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(proc, text: str, timeout: float = 240.0) -> str:
+    """Reads stderr (tqdm redraws with \\r) until `text` appears."""
+    import time
+
+    seen, deadline = "", time.monotonic() + timeout
+    while text not in seen:
+        assert time.monotonic() < deadline and proc.poll() is None, seen[-2000:]
+        seen += proc.stderr.read(1)
+    return seen
+
+
+def test_ctrl_c_stops_like_the_stop_button_and_keeps_whole_repetitions(tmp_path):
+    import signal
+
+    proc = start_long_run(tmp_path)
+    wait_for(proc, "repetition 3/")  # the first two interleaved passes over every row are done
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert "stopped: 2 rows with their whole repetitions kept" in err
+    df = pd.read_csv(tmp_path / "runs.csv")
+    assert len(df) == 2 and (df["status"] == "ok").all() and (df["repetitions"] >= 2).all()
+    assert df["notes"].str.contains("of 1000 repetitions").all()
+    assert "tok/s/seq" in out  # the table of what was kept
+
+
+def test_a_second_ctrl_c_aborts_at_once(tmp_path):
+    import signal
+    import time
+
+    proc = start_long_run(tmp_path)
+    wait_for(proc, "repetition 2/")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert "stopping:" in err
