@@ -104,7 +104,8 @@ def headless(config: Config, report: str | None = None) -> int:
     rows = []
     bar = tqdm(total=total_rows(config), unit="row", file=sys.stderr, dynamic_ncols=True)
     stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, ctrl_c(stop, bar))
+    # SIGTERM too: a job scheduler or `timeout` asks politely first, and what was measured should survive that.
+    previous = {sig: signal.signal(sig, ctrl_c(stop, bar)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for event in run(config, stop):
             if isinstance(event, Progress):
@@ -123,7 +124,8 @@ def headless(config: Config, report: str | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 3
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     bar.close()
     if stop.is_set():
         print(f"stopped: {len(rows)} rows with their whole repetitions kept in {config.results}", file=sys.stderr)

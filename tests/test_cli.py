@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from conftest import ROOT
 
@@ -58,12 +59,13 @@ def wait_for(proc, text: str, timeout: float = 240.0) -> str:
     return seen
 
 
-def test_ctrl_c_stops_like_the_stop_button_and_keeps_whole_repetitions(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_stops_like_the_stop_button_and_keeps_whole_repetitions(tmp_path, sig):
     import signal
 
     proc = start_long_run(tmp_path)
     wait_for(proc, "repetition 3/")  # the first two interleaved passes over every row are done
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert "stopped: 2 rows with their whole repetitions kept" in err
