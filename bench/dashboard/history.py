@@ -17,10 +17,12 @@ HISTORY_COLUMNS = [
     "run_id", "run_name", "run_tags", "timestamp", "status", "method", "setting", "engine", "model", "device",
     "device_name", "quantization", "attention", "batch_size", "tokens_per_s_per_sequence_median",
     "tok/s/seq 95% CI", "unstable", "aggregate_tokens_per_s_median", "latency_ms_median", "ttft_ms_median",
-    "peak_allocated_mib", "peak_rss_mib", "speedup_vs_standard", "acceptance_rate", "error",
+    "peak_allocated_mib", "peak_rss_mib", "speedup_vs_standard", "acceptance_rate", "target_nll", "greedy_match",
+    "heldout_ppl", "error",
 ]
 ROUNDED = {"tokens_per_s_per_sequence_median": 1, "aggregate_tokens_per_s_median": 1, "latency_ms_median": 1,
-           "ttft_ms_median": 1, "peak_allocated_mib": 0, "peak_rss_mib": 0, "acceptance_rate": 2}
+           "ttft_ms_median": 1, "peak_allocated_mib": 0, "peak_rss_mib": 0, "acceptance_rate": 2, "target_nll": 2,
+           "greedy_match": 2, "heldout_ppl": 1}
 FILTERS = ("model", "method", "device", "device_name", "run_id")
 HISTORY_TABLE_ROWS = 500  # the browser gets the newest rows; Export CSV has all filtered rows
 _CACHE: dict[tuple, pd.DataFrame] = {}  # (path, size, mtime) -> rows: a tick in a filter re-reads nothing
