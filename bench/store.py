@@ -505,9 +505,9 @@ def load_rows(paths) -> "pd.DataFrame":
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
     df = pd.concat(frames, ignore_index=True)
-    for c in COLUMNS:
-        if c not in df.columns:
-            df[c] = pd.NA
+    missing = [c for c in COLUMNS if c not in df.columns]  # an older CSV: its newer columns are empty
+    if missing:
+        df = pd.concat([df, pd.DataFrame(pd.NA, index=df.index, columns=missing)], axis=1)
     return df
 
 
