@@ -34,7 +34,7 @@ class CallTimer:
         "aggregate_tokens_per_s_std", "device_ms_median", "unstable",
     )
     UNSTABLE = 0.10  # a CI half-width above 10% of the median: the figure is noise-dominated
-    traces = False  # a measured call: the engine reports no per-step tokens (metrics/trace.py does)
+    traces = False  # a measured call: the engine reports no per-step tokens (TokenTrace below does)
 
     def __init__(self, device: torch.device, stop_event: threading.Event | None = None):
         self.device = device
