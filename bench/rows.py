@@ -121,8 +121,9 @@ def add_speedups(row: dict, calls: list[Call], baseline_calls: list[Call] | None
         row[f"{column}_ci_low"], row[f"{column}_ci_high"] = geometric_mean_ci(ratios)
 
 
-def output_records(row: dict, tokenizer, calls: list[Call]) -> list[dict]:
-    """Every sequence of these calls as text, decoded long after the clocks stopped."""
+def output_records(row: dict, tokenizer, calls: list[Call], prompts: list[str] | None = None) -> list[dict]:
+    """Every sequence of these calls as text, decoded long after the clocks stopped, with the prompt it answers
+    (as configured), so Samples and reports show it after the dashboard that ran it is gone."""
     records = []
     for call in calls:
         gen, unit = call.generation, call.unit
@@ -134,6 +135,7 @@ def output_records(row: dict, tokenizer, calls: list[Call]) -> list[dict]:
                 "prompt_index": unit.prompt_indices[item], "completion_index": unit.completion_indices[item],
                 "sequence_index": i % per_input,
                 "text": tokenizer.decode(seq[:n].tolist(), skip_special_tokens=True), "new_tokens": n,
+                **({"prompt": prompts[unit.prompt_indices[item]]} if prompts else {}),
             })
     return records
 

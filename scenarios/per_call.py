@@ -167,7 +167,7 @@ def finish(job: Job) -> list[dict]:
             job.row["token_times_ms"] = format_times(traced_call(job))
     except Exception as e:
         job.row["notes"] = "; ".join(filter(None, [job.row["notes"], f"no token trace: {one_line(e)}"]))
-    return output_records(job.row, job.ctx.models.tokenizer, job.calls[: len(job.units)])
+    return output_records(job.row, job.ctx.models.tokenizer, job.calls[: len(job.units)], job.ctx.config.prompts)
 
 
 def traced_call(job: Job) -> list[float]:

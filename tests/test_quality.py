@@ -1,6 +1,7 @@
 """Quality beside speed: the degeneration measures by hand, NLL that ranks greedy above sampling, and the
 lossless check run in every run."""
 import math
+from html import escape
 
 import pytest
 
@@ -79,3 +80,14 @@ def test_each_text_knows_where_it_leaves_greedy(rows, run_dir):
     page = samples_html(records, rows["nucleus"]["run_id"], None, 0)
     assert page.count('class="bench-diverge"') == sum(1 for r in differing if r["completion_index"] == 0)
     assert "= greedy" in page and "&ne; greedy at" in page
+
+
+def test_texts_carry_their_prompt_so_samples_show_it_without_the_session(rows, run_dir):
+    from bench import store
+    from bench.dashboard.html import samples_html
+    from conftest import PROMPTS
+
+    records = store.load_outputs(run_dir / "runs.csv")
+    assert all(r["prompt"] == PROMPTS[r["prompt_index"]] for r in records)
+    page = samples_html(records, rows["standard"]["run_id"], None, 0)  # no prompts from a dashboard session
+    assert all(escape(p) in page for p in PROMPTS[:2]) and "prompt 1" not in page

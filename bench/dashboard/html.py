@@ -148,7 +148,8 @@ def samples_html(records: list[dict], run_id: str | None, methods: list[str] | N
     variant = len({(r.get("engine"), r.get("quantization"), r.get("attention")) for r in recs}) > 1
     out = [note]
     for p in sorted({r["prompt_index"] for r in recs}):
-        prompt = prompts[p] if prompts and p < len(prompts) else f"prompt {p + 1}"
+        stored = next((r["prompt"] for r in recs if r["prompt_index"] == p and r.get("prompt")), None)
+        prompt = prompts[p] if prompts and p < len(prompts) else stored or f"prompt {p + 1}"
         cards = {}
         for r in (r for r in recs if r["prompt_index"] == p):
             key = f"{r['method']} [{r['setting']}]" + (f" · {r['engine']}/{r['quantization']}/{r['attention']}"
