@@ -105,7 +105,9 @@ def headless(config: Config, report: str | None = None) -> int:
     bar = tqdm(total=total_rows(config), unit="row", file=sys.stderr, dynamic_ncols=True)
     stop = threading.Event()
     # SIGTERM too: a job scheduler or `timeout` asks politely first, and what was measured should survive that.
-    previous = {sig: signal.signal(sig, ctrl_c(stop, bar)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    main_thread = threading.current_thread() is threading.main_thread()  # signals can only be caught there
+    previous = {sig: signal.signal(sig, ctrl_c(stop, bar)) for sig in (signal.SIGINT, signal.SIGTERM)} \
+        if main_thread else {}
     try:
         for event in run(config, stop):
             if isinstance(event, Progress):
