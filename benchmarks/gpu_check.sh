@@ -2,7 +2,8 @@
 # The prepared GPU check, rerunnable by anyone with a CUDA box; random-weight Qwen3-4B / Qwen3-0.6B shapes, nothing
 # downloaded. At most about 8.5 minutes: each step has a time limit (270 s and 240 s, set from estimates of the
 # compile times, not yet timed with hf_compiled in). fast_engine.py rewrites its files after every row, so a cut
-# step 1 keeps what it finished; the runner writes its rows when its run ends, so a cut step 2 keeps none.
+# step 1 keeps what it finished; step 2's limit sends SIGTERM, which stops app.py like the dashboard's Stop (every
+# row keeps its whole repetitions), with 30 s of grace before a SIGKILL.
 #   1. fast_engine: benchmarks/fast_engine.py --profile: fast / hf_compiled / eager hf at batch 1 on both models,
 #      bandwidth, and a torch.profiler trace of 20 decode steps per model of fast and hf_compiled with its
 #      time-by-kind table (fast_engine.md; traces in profile/). Extra arguments go to it, e.g.
@@ -45,9 +46,9 @@ esac
 
 case " $STEPS " in *" engines "*)
   echo "== engines: the engines preset, random weights, hf / hf_compiled / fast"
-  # Every row is warmed up before any is measured, so rows exist only when the run ends: a run cut by its limit
-  # leaves none, only the progress in engines.stderr.
-  timeout 240 $PY app.py --preset engines --random-weights --methods standard,batched --max-new-tokens 32 \
+  # Every row is warmed up before any is measured: a run cut during warm-up leaves no rows, only the progress in
+  # engines.stderr; cut later, the rows keep the repetitions they finished.
+  timeout -k 30 240 $PY app.py --preset engines --random-weights --methods standard,batched --max-new-tokens 32 \
     --repetitions 2 --results "$OUT/engines.csv" 2>"$OUT/engines.stderr" | tee "$OUT/engines.txt"
   code=${PIPESTATUS[0]}
   tail -3 "$OUT/engines.stderr"
