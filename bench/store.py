@@ -27,6 +27,10 @@ import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas is imported where frames are made: the CLI's store writes need none
+    import pandas as pd
 
 from bench.rows import COLUMNS
 

@@ -35,8 +35,6 @@ def test_help_shows_defaults():
 
 def start_long_run(tmp_path):
     """A run of the random tiny pair with far more repetitions than the test waits for."""
-    import signal  # noqa: F401  (the caller sends it)
-
     from conftest import PROMPTS, RANDOM_TARGET
 
     config = tmp_path / "long.json"

@@ -5,7 +5,6 @@ and two writers upgrading an older header both rewrote through the same .csv.tmp
 """
 import csv
 import multiprocessing
-import os
 import time
 
 import pandas as pd

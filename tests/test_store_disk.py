@@ -48,7 +48,7 @@ def test_injected_enospc_keeps_the_file_as_it_was(tmp_path, monkeypatch, failure
     with pytest.raises(store.StoreError) as err:
         store.append_row(path, row(1))
     assert str(err.value) == expected_message(path)
-    assert path.read_bytes() == csv_before
+    assert path.read_bytes() == csv_before and store.outputs_path(path).read_bytes() == jsonl_before
     monkeypatch.undo()
     store.append_row(path, row(2))
     assert pd.read_csv(path)["run_id"].tolist() == ["run0", "run2"]
