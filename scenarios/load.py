@@ -502,7 +502,8 @@ def finish(job: Job) -> list[dict]:
     append_requests(config.results, row, [r.to_json() for r in records])
     if not job.texts:
         job.texts = first_texts(job)
+    raw = {i.prompt_index: i.raw for i in job.items}  # the prompt as written (a dataset's line, or a config prompt)
     return [{**{k: row[k] for k in ("run_id", "method", "setting", "engine", "quantization", "attention")},
-             "prompt_index": p, "completion_index": 0, "sequence_index": 0, "text": text,
+             "prompt_index": p, "completion_index": 0, "sequence_index": 0, "text": text, "prompt": raw.get(p, ""),
              "new_tokens": next(r.output_tokens for r in records if r.status == "ok" and r.prompt_index == p)}
             for p, text in sorted(job.texts.items())]

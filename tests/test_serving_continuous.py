@@ -82,3 +82,28 @@ def test_static_batching_makes_arrivals_wait_for_the_whole_batch(tmp_path):
     early, late = records[:2], records[2:]
     assert all(r["queue"] >= max(e["end"] for e in early) - r["sent"] - 1e-3 for r in late)
     assert min(r["first_token"] for r in late) > max(e["end"] for e in early)
+
+
+def test_a_load_runs_texts_carry_their_dataset_prompt(tmp_path):
+    """Samples shows what each text answers: for a load run that is the dataset's line, not a config prompt."""
+    import json
+    from html import escape
+
+    from bench import store
+    from bench.config import Config
+    from bench.dashboard.html import samples_html
+    from bench.runner import run_all
+
+    dataset = tmp_path / "mix.jsonl"
+    lines = [{"prompt": "def add(a, b):\n    return", "output_tokens": 6},
+             {"prompt": "import os\nimport", "output_tokens": 6}]
+    dataset.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    config = Config.from_dict(dict(
+        model=MODEL, methods=["standard"], engine=["hf"], dataset=str(dataset), max_new_tokens=6, device="cpu",
+        dtype="float32", concurrency=[1], num_requests=2, warmup_requests=1, results=str(tmp_path / "runs.csv")))
+    (row,) = run_all(config)
+    assert row["status"] == "ok", row["error"]
+    records = store.load_outputs(config.results)
+    assert sorted(r["prompt"] for r in records) == sorted(x["prompt"] for x in lines)
+    page = samples_html(records, row["run_id"], None, 0, prompts=list(config.prompts))  # the session's config prompts
+    assert "def add(a, b):" in page and escape(config.prompts[0]) not in page

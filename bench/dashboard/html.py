@@ -149,7 +149,8 @@ def samples_html(records: list[dict], run_id: str | None, methods: list[str] | N
     out = [note]
     for p in sorted({r["prompt_index"] for r in recs}):
         stored = next((r["prompt"] for r in recs if r["prompt_index"] == p and r.get("prompt")), None)
-        prompt = prompts[p] if prompts and p < len(prompts) else stored or f"prompt {p + 1}"
+        # The text's own record first: a load run's prompts come from its dataset, not from the config's prompts.
+        prompt = stored or (prompts[p] if prompts and p < len(prompts) else f"prompt {p + 1}")
         cards = {}
         for r in (r for r in recs if r["prompt_index"] == p):
             key = f"{r['method']} [{r['setting']}]" + (f" · {r['engine']}/{r['quantization']}/{r['attention']}"
