@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -163,8 +164,11 @@ def finish(job: Job) -> list[dict]:
         except Exception as e:
             job.row["notes"] = "; ".join(filter(None, [job.row["notes"], f"no predicted speedup: {one_line(e)}"]))
     try:
-        if not (job.ctx.stop_event and job.ctx.stop_event.is_set()):  # a stopped run keeps what it measured
-            job.row["token_times_ms"] = format_times(traced_call(job))
+        stop = job.ctx.stop_event or threading.Event()
+        if not stop.is_set():  # a stopped run keeps what it measured, and no trace that Stop cut short
+            times = traced_call(job)
+            if not stop.is_set():
+                job.row["token_times_ms"] = format_times(times)
     except Exception as e:
         job.row["notes"] = "; ".join(filter(None, [job.row["notes"], f"no token trace: {one_line(e)}"]))
     return output_records(job.row, job.ctx.models.tokenizer, job.calls[: len(job.units)], job.ctx.config.prompts)
