@@ -654,9 +654,24 @@ def request_timeline(records: list[dict], title: str = "Requests of one load poi
 
 
 FIGURES = {
-    "tokens": tokens_per_s, "latency": latency, "tpot": time_per_output_token, "memory": memory,
-    "speedup": speedup, "acceptance": acceptance, "positions": acceptance_by_position,
-    "predicted": predicted_vs_measured, "quality": quality_vs_speed, "batch": batch_throughput,
+    "tokens": tokens_per_s, "speedup": speedup, "latency": latency, "tpot": time_per_output_token,
+    "memory": memory, "batch": batch_throughput,
+    "acceptance": acceptance, "positions": acceptance_by_position, "predicted": predicted_vs_measured,
+    "quality": quality_vs_speed,
     "timeline": token_timeline, "itl": inter_token_latency,
     "load": throughput_latency, "goodput": goodput,
 }
+# Headings of the pages' chart sections: a section starts at each of these figures and runs to the next one, so a
+# new figure joins the section it is placed in.
+SECTION_STARTS = {"tokens": "Speed", "memory": "Memory and throughput", "acceptance": "Drafting",
+                  "quality": "Quality", "timeline": "Latency detail of one call", "load": "Under load"}
+
+
+def sections(names: list[str]) -> list[tuple[str, list[str]]]:
+    """Figure names in order, grouped under their section headings ('' before the first heading)."""
+    out: list[tuple[str, list[str]]] = []
+    for name in names:
+        if name in SECTION_STARTS or not out:
+            out.append((SECTION_STARTS.get(name, ""), []))
+        out[-1][1].append(name)
+    return out

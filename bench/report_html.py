@@ -30,6 +30,7 @@ th {background: var(--soft)} td.num {text-align: right; font-variant-numeric: ta
 tr.differs td {background: #fef9c3}
 .table-wrap {overflow-x: auto}
 .charts {display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 14px}
+h3.section {margin: 22px 0 8px; font-size: 14px; color: var(--muted); text-transform: uppercase; letter-spacing: 0.04em}
 .chart {border: 1px solid var(--border); border-radius: 8px; padding: 4px; min-width: 0}
 .notes {font-size: 13px; color: #334155}
 .errors {border: 1px solid #fca5a5; background: #fef2f2; color: #7f1d1d; border-radius: 8px; padding: 4px 14px}
@@ -112,13 +113,18 @@ def summary_section(df: pd.DataFrame) -> str:
 
 
 def charts_section(df: pd.DataFrame) -> str:
-    parts = []
-    for name, draw in charts.FIGURES.items():
-        fig = draw(df)
-        parts.append(f'<div class="chart" id="card-{escape(name)}">' + fig.to_html(
-            full_html=False, include_plotlyjs=False, div_id=f"chart-{name}", default_height=f"{charts.HEIGHT}px",
-            config={"responsive": True, "displaylogo": False}) + "</div>")
-    return f'<div class="charts">{"".join(parts)}</div>'
+    """Every chart of the Results page, under the same section headings."""
+    out = []
+    for heading, names in charts.sections(list(charts.FIGURES)):
+        parts = []
+        for name in names:
+            fig = charts.FIGURES[name](df)
+            parts.append(f'<div class="chart" id="card-{escape(name)}">' + fig.to_html(
+                full_html=False, include_plotlyjs=False, div_id=f"chart-{name}", default_height=f"{charts.HEIGHT}px",
+                config={"responsive": True, "displaylogo": False}) + "</div>")
+        out.append((f'<h3 class="section">{escape(heading)}</h3>' if heading else "")
+                   + f'<div class="charts">{"".join(parts)}</div>')
+    return "".join(out)
 
 
 def samples_section(df: pd.DataFrame, records: list[dict], prompts: dict[str, list[str]]) -> str:

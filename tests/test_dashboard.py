@@ -122,10 +122,13 @@ def test_chart_grid_lays_out_every_registered_figure(monkeypatch, count):
 def test_results_and_history_show_the_registry_with_the_tpot_chart():
     demo = dashboard.build_app("/tmp/unused-results/runs.csv")
     assert "tpot" in charts.FIGURES
+    expected = [row for _, names in charts.sections(list(charts.FIGURES)) for row in dashboard.grid_rows(names)]
+    assert [n for row in expected for n in row] == list(charts.FIGURES)
+    assert any(len(row) == 1 for row in expected)  # a section's odd one out, alone on its row
     for prefix in ("chart-", "history-chart-"):
-        assert [n for row in plot_rows(demo, prefix) for n in row] == list(charts.FIGURES)
-        if len(charts.FIGURES) % 2:
-            assert plot_rows(demo, prefix)[-1] == [list(charts.FIGURES)[-1]]  # the odd one out, alone
+        assert plot_rows(demo, prefix) == expected
+    headings = [getattr(b, "value", "") for b in demo.blocks.values() if "bench-section" in (getattr(b, "elem_classes", None) or [])]
+    assert headings == [f"#### {h}" for h in charts.SECTION_STARTS.values()] * 2  # Results, then History
 
 
 def test_initial_settings_prefill_the_form():

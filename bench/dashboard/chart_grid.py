@@ -1,5 +1,6 @@
 """The figures registry laid out as a grid, the same on Results and History: every chart in
-bench.charts.FIGURES appears, two per row in registry order, an odd one out alone on the last row."""
+bench.charts.FIGURES appears in registry order, under its section heading (charts.SECTION_STARTS), two per
+row, an odd one out of a section alone on its last row."""
 from __future__ import annotations
 
 import gradio as gr
@@ -16,13 +17,18 @@ def grid_rows(names: list[str], per_row: int = PER_ROW) -> list[list[str]]:
 
 
 def chart_grid(elem_prefix: str) -> dict[str, gr.Plot]:
-    """A gr.Plot per registered figure, each drawn empty until rows arrive; name -> plot."""
+    """A gr.Plot per registered figure, each drawn empty until rows arrive, under its section's heading;
+    name -> plot."""
     plots = {}
     # Read at build time, not import time: a figure added to the registry shows up without touching pages.
-    for row in grid_rows(list(charts.FIGURES)):
-        with gr.Row(equal_height=True):
-            for name in row:
-                plots[name] = gr.Plot(charts.FIGURES[name](None), show_label=False, elem_id=f"{elem_prefix}{name}")
+    for heading, names in charts.sections(list(charts.FIGURES)):
+        if heading:
+            gr.Markdown(f"#### {heading}", elem_classes="bench-section")
+        for row in grid_rows(names):
+            with gr.Row(equal_height=True):
+                for name in row:
+                    plots[name] = gr.Plot(charts.FIGURES[name](None), show_label=False,
+                                          elem_id=f"{elem_prefix}{name}")
     return plots
 
 
