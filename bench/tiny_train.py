@@ -394,7 +394,8 @@ def train(s: Settings, log=print) -> dict:
     stream = encode(tokenizer, [t for _, t in train_files])
     held = encode(tokenizer, [t for _, t in heldout_files])
     corpus = dict(
-        stdlib=str(stdlib_root()), python=platform.python_version(), train_files=len(train_files),
+        stdlib=portable(stdlib_root(), Path(sys.base_prefix), "<python prefix>"), python=platform.python_version(),
+        train_files=len(train_files),
         heldout_files=len(heldout_files), train_bytes=sum(len(t.encode()) for _, t in train_files),
         heldout_bytes=sum(len(t.encode()) for _, t in heldout_files), train_tokens=len(stream),
         heldout_tokens=len(held), split=f"held out: sha256(relative path) % {HELDOUT_MODULUS} == 0")
@@ -504,7 +505,8 @@ def train(s: Settings, log=print) -> dict:
     eval_s = time.perf_counter() - t0
 
     report = dict(
-        settings=dataclasses.asdict(s), corpus=corpus, figures=figures,
+        settings=dataclasses.asdict(s) | {"out": portable(Path(s.out), Path(__file__).resolve().parents[1], ".")},
+        corpus=corpus, figures=figures,
         timings=dict(tokenizer_s=round(tokenizer_s, 1), target_s=round(target_s, 1),
                      draft_s=round(train_s - target_s, 1), eval_s=round(eval_s, 1),
                      total_s=round(time.perf_counter() - started, 1), threads=s.threads,
@@ -522,6 +524,14 @@ def train(s: Settings, log=print) -> dict:
         f"held-out snippets {figures['acceptance_heldout_snippets']['acceptance']}; "
         f"{figures['shipped_bytes'] / 1e6:.1f} MB shipped; {report['timings']['total_s']:.0f} s in all")
     return report
+
+
+def portable(path: Path, root: Path, name: str) -> str:
+    """A path for the record, without this machine's layout in it: relative to `root`, shown as `name`."""
+    try:
+        return str(Path(name) / path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def cpu_name() -> str:
