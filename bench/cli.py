@@ -138,7 +138,7 @@ def headless(config: Config, report: str | None = None) -> int:
         from bench.report_html import run_report
 
         try:
-            print(f"report: {run_report(config.results, [rows[0]['run_id']], report, {rows[0]['run_id']: config.prompts})}")
+            print(f"report: {run_report(config.results, [rows[0]['run_id']], report)}")
         except OSError as e:
             print(f"error: cannot write the report to {report}: {e.strerror or e}", file=sys.stderr)
             return 3

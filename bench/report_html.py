@@ -1,7 +1,7 @@
 """One self-contained HTML file of one or more runs, to send to a colleague: it opens offline, anywhere.
 
     python app.py --preset quick --report results/report.html     # after a headless run
-    write_report("report.html", rows, records, prompts)            # rows: store.load_rows(...) of some runs
+    write_report("report.html", rows, records)            # rows: store.load_rows(...) of some runs
 
 It holds the runs' settings and environment, the summary table with 95% intervals (the CLI's cells), every
 chart of the Results page (bench.charts.FIGURES) as interactive Plotly with plotly.js embedded once (about
@@ -127,7 +127,7 @@ def charts_section(df: pd.DataFrame) -> str:
     return "".join(out)
 
 
-def samples_section(df: pd.DataFrame, records: list[dict], prompts: dict[str, list[str]]) -> str:
+def samples_section(df: pd.DataFrame, records: list[dict]) -> str:
     from bench.dashboard.html import samples_html  # plain functions of rows; no gradio
 
     if not records:
@@ -143,12 +143,11 @@ def samples_section(df: pd.DataFrame, records: list[dict], prompts: dict[str, li
             out.append(f"<h3>{escape(labels.get(run_id, run_id))}</h3>")
         for c in sorted({int(r.get("completion_index", 0)) for r in mine}):
             out.append(f"<h4>Completion {c + 1} of each prompt</h4>")
-            out.append(samples_html(mine, run_id, None, c, prompts.get(run_id), rows))
+            out.append(samples_html(mine, run_id, None, c, rows))
     return "".join(out)
 
 
-def report_html(rows: pd.DataFrame, records: list[dict] | None = None,
-                prompts: dict[str, list[str]] | None = None, title: str | None = None) -> str:
+def report_html(rows: pd.DataFrame, records: list[dict] | None = None, title: str | None = None) -> str:
     """The whole report as one HTML string (plotly.js included)."""
     from plotly.offline import get_plotlyjs
 
@@ -163,7 +162,7 @@ def report_html(rows: pd.DataFrame, records: list[dict] | None = None,
         ("settings", "Settings and environment", settings_section(df)),
         ("summary", "Summary (medians with 95% intervals)", summary_section(df)),
         ("charts", "Charts", charts_section(df)),
-        ("samples", "Samples", samples_section(df, records or [], prompts or {})),
+        ("samples", "Samples", samples_section(df, records or [])),
     ]
     nav = "".join(f'<a href="#{key}">{escape(name)}</a>' for key, name, _ in sections)
     body = "".join(f'<h2 id="{key}">{escape(name)}</h2>{html}' for key, name, html in sections)
@@ -175,18 +174,17 @@ def report_html(rows: pd.DataFrame, records: list[dict] | None = None,
 
 
 def write_report(path: str | Path, rows: pd.DataFrame, records: list[dict] | None = None,
-                 prompts: dict[str, list[str]] | None = None, title: str | None = None) -> Path:
+                 title: str | None = None) -> Path:
     """Write the report to path (its folder is made); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(report_html(rows, records, prompts, title), encoding="utf-8")
+    tmp.write_text(report_html(rows, records, title), encoding="utf-8")
     tmp.replace(path)  # a reader (a browser refreshing) never sees half a report
     return path
 
 
-def run_report(results_path: str | Path, run_ids: list[str], path: str | Path,
-               prompts: dict[str, list[str]] | None = None) -> Path:
+def run_report(results_path: str | Path, run_ids: list[str], path: str | Path) -> Path:
     """The report of some runs of a results CSV: their rows, the sidecar's names, their texts."""
     from bench import store
 
@@ -195,4 +193,4 @@ def run_report(results_path: str | Path, run_ids: list[str], path: str | Path,
     wanted = {str(r) for r in run_ids}
     df = df[df["run_id"].astype(str).isin(wanted)]
     records = [r for r in store.load_outputs(results_path) if str(r.get("run_id")) in wanted]
-    return write_report(path, df, records, prompts)
+    return write_report(path, df, records)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -16,8 +16,6 @@ class Context:
     results_path: Path  # absolute; pinned for the app's lifetime, since History and downloads read its folder
     run_lock: threading.Lock
     allowed_models: frozenset[str] | None = None  # a shared dashboard's allow-list (access.py); None: any model
-    # run_id -> prompt texts: outputs.jsonl stores prompt indices only, so Samples learns the texts from Run.
-    run_prompts: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def exports(self) -> Path:

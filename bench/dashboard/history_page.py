@@ -189,7 +189,7 @@ class HistoryPage:
             return gr.update(visible=True, value=None, label="No run to report")
         runs = set(compared_runs(compared))
         records = [r for r in store.load_outputs(self.ctx.results_path) if str(r.get("run_id")) in runs]
-        path = write_report(self.ctx.export_file("report", ".html"), compared, records, dict(self.ctx.run_prompts))
+        path = write_report(self.ctx.export_file("report", ".html"), compared, records)
         return gr.update(value=str(path), visible=True, label=f"Report of {len(runs)} run(s)")
 
     def fill_edit(self, files, run_id):

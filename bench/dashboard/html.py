@@ -131,7 +131,7 @@ def match_badge(seqs: list[dict]) -> str:
 
 
 def samples_html(records: list[dict], run_id: str | None, methods: list[str] | None = None,
-                 completion: int = 0, prompts: list[str] | None = None, rows: list[dict] | None = None) -> str:
+                 completion: int = 0, rows: list[dict] | None = None) -> str:
     """Texts of one run, one block per prompt, one card per method x setting side by side. rows: the run's
     CSV rows, for the note that random weights write meaningless text."""
     in_run = [r for r in records if r.get("run_id") == run_id]
@@ -148,9 +148,8 @@ def samples_html(records: list[dict], run_id: str | None, methods: list[str] | N
     variant = len({(r.get("engine"), r.get("quantization"), r.get("attention")) for r in recs}) > 1
     out = [note]
     for p in sorted({r["prompt_index"] for r in recs}):
-        stored = next((r["prompt"] for r in recs if r["prompt_index"] == p and r.get("prompt")), None)
-        # The text's own record first: a load run's prompts come from its dataset, not from the config's prompts.
-        prompt = stored or (prompts[p] if prompts and p < len(prompts) else f"prompt {p + 1}")
+        # Each text carries the prompt it answers (a config prompt or a load dataset's line); older files do not.
+        prompt = next((r["prompt"] for r in recs if r["prompt_index"] == p and r.get("prompt")), f"prompt {p + 1}")
         cards = {}
         for r in (r for r in recs if r["prompt_index"] == p):
             key = f"{r['method']} [{r['setting']}]" + (f" · {r['engine']}/{r['quantization']}/{r['attention']}"

@@ -70,7 +70,7 @@ class ResultsPage:
             return gr.update(visible=True, value=None, label="No run to report yet")
         path = self.ctx.export_file("report", ".html")
         try:
-            run_report(self.ctx.results_path, [run_id], path, {k: v for k, v in self.ctx.run_prompts.items()})
+            run_report(self.ctx.results_path, [run_id], path)
         except OSError as e:
             gr.Warning(error_md(f"cannot write the report: {e.strerror or e}"))
             return gr.skip()

@@ -254,7 +254,6 @@ class RunPage:
                 elif isinstance(event, RowDone):
                     rows.append(event.row)
                     PROGRESS[session] = max(PROGRESS.get(session, 0.0), len(rows) / total)
-                    self.ctx.run_prompts[event.row["run_id"]] = list(config.prompts)
                     yield {self.progress: progress_html(PROGRESS[session], f"{len(rows)} of {total} rows done",
                                                         f"finished {event.row['method']} [{event.row['setting']}]"),
                            self.run_state: event.row["run_id"],

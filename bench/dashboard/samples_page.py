@@ -60,7 +60,7 @@ class SamplesPage:
                 muted(f"No generated texts yet in {where}.")
         rows = run_rows(self.ctx.results_path)
         completion = max(int(completion or 1), 1) - 1  # the page counts from 1, outputs.jsonl from 0
-        body = samples_html(records, run_id, methods, completion, self.ctx.run_prompts.get(run_id),
+        body = samples_html(records, run_id, methods, completion,
                             rows[rows["run_id"].astype(str) == str(run_id)].to_dict("records"))
         return gr.update(choices=run_picker(rows, runs), value=run_id), gr.update(choices=keys, value=methods), body
 
