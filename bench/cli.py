@@ -97,9 +97,9 @@ def config_dict(args) -> dict:
 def headless(config: Config, report: str | None = None) -> int:
     from tqdm import tqdm
 
-    from bench.report import table
+    from views.table import table
     from bench.runner import Progress, RowDone, Stopped, run, total_rows
-    from bench.store import StoreError
+    from store.archive import StoreError
 
     rows = []
     bar = tqdm(total=total_rows(config), unit="row", file=sys.stderr, dynamic_ncols=True)
@@ -135,7 +135,7 @@ def headless(config: Config, report: str | None = None) -> int:
     print(f"\n{len(rows)} rows appended to {config.results}; texts in "
           f"{os.path.join(os.path.dirname(config.results) or '.', 'outputs.jsonl')}")
     if report and rows:
-        from bench.report_html import run_report
+        from views.report import run_report
 
         try:
             print(f"report: {run_report(config.results, [rows[0]['run_id']], report)}")
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     try:
         data = config_dict(args)
         if not args.preset and not args.config:
-            from bench.dashboard import launch
+            from bench.dashboard.app import launch
 
             return launch(data, results=data.pop("results", None), host=args.host, port=args.port,
                           share=args.share, auth=args.auth, auth_file=args.auth_file, allow_models=args.allow_model)

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from bench.variants import ATTENTIONS, DTYPES, QUANTIZATIONS
+from models.variants import ATTENTIONS, DTYPES, QUANTIZATIONS
 from decoding import METHODS, Settings
 from decoding.method import with_options
 from decoding.types import option
@@ -133,7 +133,7 @@ class Config:
             if method.needs_draft and not self.draft_model:
                 raise ConfigError(f"config key 'draft_model' is needed by method '{name}': set a draft model or drop the method")
         if "flash_attention_2" in self.attention:
-            from bench.models import flash_attn_available
+            from models.loading import flash_attn_available
 
             if not flash_attn_available():
                 raise ConfigError("config key 'attention': flash_attention_2 needs the flash-attn package "
@@ -154,9 +154,9 @@ class Config:
         if problem := check_load(self):
             raise ConfigError(problem)
         if check_models:  # imported here: --help and the form's first checks load no torch
-            from bench.devices import cuda_problem
-            from bench.models import check_available, check_context
-            from bench.store import check_results_file
+            from models.devices import cuda_problem
+            from models.loading import check_available, check_context
+            from store.archive import check_results_file
 
             if problem := cuda_problem(self.device):
                 raise ConfigError(problem)
@@ -181,8 +181,8 @@ class Config:
         tokenizer alone; None when the tokenizer cannot be read (the model check says why)."""
         if self.prompt_length:
             return self.prompt_length
-        from bench.models import load_tokenizer
-        from bench.prompts import tokenize_prompts
+        from models.loading import load_tokenizer
+        from models.prompts import tokenize_prompts
 
         try:
             tokenizer, _ = load_tokenizer(model_id, self.random_weights)

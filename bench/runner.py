@@ -16,18 +16,19 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bench import store
+from store import archive
+from store.requests import append_requests
 from bench.config import Config
-from bench.models import load_models
-from bench.prompts import tokenize_prompts
-from bench.rows import add_speedups, base_row, one_line
-from bench.variants import variants
+from models.loading import load_models, tokenizer_models
+from models.prompts import tokenize_prompts
+from metrics.rows import add_speedups, base_row, one_line
+from models.variants import variants
 from decoding import BASELINE, METHODS
 from engines import make_engine, needs_weights
 from metrics.memory import is_out_of_memory
 from metrics.quality import against_baseline, mark_divergence
 from scenarios import scenario_for
-from scenarios.context import Context, Progress, Stopped
+from scenarios.context import ScenarioContext, Progress, Stopped
 
 
 @dataclass
@@ -53,9 +54,7 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
         yield Progress(f"loading {config.model} ({quantization}, {attention})", done, total, fraction=done / total)
         try:
             if not needs_weights(config.engine):  # every engine runs elsewhere: the tokenizer is all it needs here
-                from engines.server import tokenizer_models
-
-                models = tokenizer_models(config)
+                models = tokenizer_models(config.model, config.dtype, config.random_weights)
             else:
                 models = load_models(
                     config.model, config.draft_model if config.needs_draft() else None, device=config.device,
@@ -67,7 +66,7 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
                     row = base_row(config, run_id, point, engine_name, quantization, attention, None)
                     row.update(status="oom" if is_out_of_memory(e) else "error",
                                error=one_line(f"model load failed: {e}"))
-                    store.append_row(config.results, row)
+                    archive.append_row(config.results, row)
                     done += 1
                     yield RowDone(row)
             continue
@@ -114,7 +113,7 @@ def make_jobs(config: Config, run_id: str, models, quantization: str, attention:
         if models.target is not None else float("nan")
     jobs = []
     for engine_name in config.engine:
-        ctx = Context(config, run_id, models, make_engine(engine_name, models), engine_name, prompts, stop_event,
+        ctx = ScenarioContext(config, run_id, models, make_engine(engine_name, models), engine_name, prompts, stop_event,
                       once.get("bandwidth", float("nan")), reference_model(config, models, quantization, once),
                       heldout)
         scenario = scenario_for(config)
@@ -140,22 +139,25 @@ def finish(jobs: list, stopped: bool = False):
     if stopped:  # a repetition cut short would weigh its units unevenly: only whole ones count
         for job in jobs:
             job.calls = [c for c in job.calls if c.repetition < job.repetitions]
-    outputs = {id(job): scenario_for(job.ctx.config).finish(job) for job in jobs if not stopped or job.repetitions}
+    finished = {id(job): scenario_for(job.ctx.config).finish(job) for job in jobs if not stopped or job.repetitions}
     baselines = {job.ctx.engine_name: job for job in jobs
                  if job.point.method == BASELINE and job.row["status"] == "ok" and job.calls}
     for job in jobs:
-        if id(job) not in outputs:
+        if id(job) not in finished:
             continue
+        outputs = finished[id(job)].outputs
         baseline = baselines.get(job.ctx.engine_name)
         add_speedups(job.row, job.calls, baseline.calls if baseline else None)
         if baseline and job.row["status"] == "ok":
-            add_greedy_match(job, baseline, outputs[id(job)])
+            add_greedy_match(job, baseline, outputs)
         if stopped:
             planned = job.ctx.config.repetition_range()[0]
             job.row["notes"] = "; ".join(filter(None, [job.row["notes"], f"stopped after {job.repetitions} of "
                                                                          f"{planned} repetitions"]))
-        store.append_result(job.ctx.config.results, job.row, outputs[id(job)])  # texts first, then the row
-        yield job.row, outputs[id(job)]
+        # Requests, then texts, then the row: a kill in between leaves records no row claims, which readers skip.
+        append_requests(job.ctx.config.results, job.row, finished[id(job)].requests)
+        archive.append_result(job.ctx.config.results, job.row, outputs)
+        yield job.row, outputs
 
 
 def add_greedy_match(job, baseline, records: list[dict]) -> None:

@@ -88,7 +88,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from bench.models import load_models  # noqa: E402
+from models.loading import load_models  # noqa: E402
 from decoding.types import NullProbe, Request  # noqa: E402
 from engines.fast import FastEngine  # noqa: E402
 from engines.hf import HFEngine  # noqa: E402

@@ -23,7 +23,7 @@ import itertools
 import time
 
 from decoding.types import UnsupportedSetting
-from metrics.load import RequestRecord
+from metrics.serving import RequestRecord
 
 
 def transformers_version() -> tuple[int, int]:

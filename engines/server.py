@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from decoding.types import UnsupportedSetting
-from metrics.load import RequestRecord, spread_tokens
+from metrics.serving import RequestRecord, spread_tokens
 
 DIALECTS = ("vllm", "vllm-usage", "transformers", "openai", "plain")
 READY_POLL_S = 0.25
@@ -123,29 +123,6 @@ class ServerProcess:
         return ("log tail: " + tail[-chars:]) if tail else "(empty log)"
 
 
-def tokenizer_models(config):
-    """What the runner hands a remote engine: the tokenizer (to count streamed tokens and to send the prompts
-    the in-process engines see) and the ids it needs, but no weights, which live on the server."""
-    import torch
-
-    from bench.models import LoadedModels, load_tokenizer, model_source
-
-    tokenizer, note = load_tokenizer(config.model, config.random_weights)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    try:
-        from transformers import GenerationConfig
-
-        generation = GenerationConfig.from_pretrained(model_source(config.model))
-        eos = generation.eos_token_id if generation.eos_token_id is not None else eos
-        pad = generation.pad_token_id if generation.pad_token_id is not None else pad
-    except Exception:
-        pass
-    eos = (eos,) if isinstance(eos, int) else tuple(eos or ())
-    # dtype names what the run asked for; the server's own dtype is in its command.
-    return LoadedModels(None, tokenizer, None, torch.device("cpu"), config.dtype, pad, eos, config.random_weights,
-                        tuple(n for n in (note,) if n))
-
-
 def prometheus_totals(text: str) -> dict[str, float]:
     """Totals of the spec-decode counters in a Prometheus exposition, summed over label sets (engines, models)."""
     out: dict[str, float] = {}
@@ -202,7 +179,7 @@ class ServerEngine:
             return self.endpoints[index]
         self.close()
         port = free_port()
-        from bench.models import model_source
+        from models.loading import model_source
 
         command = config.server_command[index].replace("{port}", str(port)).replace(
             "{model}", model_source(config.model))

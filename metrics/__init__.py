@@ -11,7 +11,7 @@ through this list.
 from metrics.bandwidth import Bandwidth
 from metrics.drafts import DraftCounts
 from metrics.energy import EnergyMeter
-from metrics.load import LoadFigures
+from metrics.serving import LoadFigures
 from metrics.memory import PeakMemory
 from metrics.quality import Quality
 from metrics.rss import PeakRSS

@@ -3,7 +3,9 @@
     points(config) -> [Point]         the rows it will measure, per engine and model variant
     Job(ctx, point, row)              one row being measured
     measure(jobs, progress)           a generator of Progress that measures every job of one variant
-    finish(job) -> outputs            fills job.row with figures, returns its texts
+    finish(job) -> Finished           fills job.row with figures; hands back its texts and request records
+
+A scenario writes no file: the runner stores what `finish` hands back.
 
 To add one, write its module and add it here."""
 from scenarios import load, per_call

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Stopped(Exception):
@@ -22,12 +22,20 @@ class Progress:
 
 
 @dataclass
-class Context:
+class Finished:
+    """What a scenario hands back for one row; the runner stores it (no scenario writes a file)."""
+
+    outputs: list[dict]  # texts, for outputs.jsonl
+    requests: list[dict] = field(default_factory=list)  # one record per request of a load row, for requests.jsonl
+
+
+@dataclass
+class ScenarioContext:
     """Shared by every point measured on one engine and one model variant."""
 
     config: object  # bench.config.Config
     run_id: str
-    models: object  # bench.models.LoadedModels
+    models: object  # models.loading.LoadedModels
     engine: object  # an engine from engines.make_engine
     engine_name: str
     prompts: list[list[int]]  # token ids of each prompt, tokenized before any clock starts

@@ -25,18 +25,17 @@ import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from bench.prompts import tokenize_prompts
-from bench.requests_log import append_requests
-from bench.rows import one_line
+from models.prompts import tokenize_prompts
+from metrics.rows import one_line
 from decoding import METHODS
 from decoding.method import Point
 from decoding.types import Inputs, NullProbe, Request, UnsupportedSetting
-from metrics.load import LoadFigures, RequestRecord
+from metrics.serving import LoadFigures, RequestRecord
 from metrics.memory import is_out_of_memory
 from metrics.quality import first_difference
 from metrics.stats import median
 from scenarios.arrivals import schedule
-from scenarios.context import Context, Stopped, check_stop
+from scenarios.context import Finished, ScenarioContext, Stopped, check_stop
 from scenarios.workload import Load, engine_kinds, load_points, read_dataset
 
 MAX_OPEN_ENDED = 1_000_000
@@ -77,7 +76,7 @@ class LoadRequest:
 class Job:
     """One row: a method at one load point on one engine, and its request records."""
 
-    ctx: Context
+    ctx: ScenarioContext
     point: LoadPoint
     row: dict
     records: list = field(default_factory=list)
@@ -97,7 +96,7 @@ class Job:
 # --- the workload --------------------------------------------------------------------------------------
 
 
-def workload(ctx: Context) -> list[LoadRequest]:
+def workload(ctx: ScenarioContext) -> list[LoadRequest]:
     """The distinct requests a load cycles through: the dataset's lines, or every prompt x completion."""
     config, tok = ctx.config, ctx.models.tokenizer
     if config.dataset:
@@ -468,8 +467,8 @@ def compare_greedy(jobs: list[Job]) -> None:
         job.row["first_divergence"] = median(diverged) if diverged else math.nan
 
 
-def finish(job: Job) -> list[dict]:
-    """Fills the row from its records, writes them to requests.jsonl (before the row), returns one text per prompt."""
+def finish(job: Job) -> Finished:
+    """Fills the row from its records; hands back one text per prompt and the records, for requests.jsonl."""
     row, config, load = job.row, job.ctx.config, job.point.load
     row.update({
         "concurrency": load.concurrency or "", "request_rate": load.rate or "",
@@ -483,7 +482,7 @@ def finish(job: Job) -> list[dict]:
     if row["status"] != "ok" or not records:
         if row["status"] == "ok":
             row.update(status="error", error="no request was sent")
-        return []
+        return Finished([])
     row.update(LoadFigures.figures(records, config.slo_ttft_ms, config.slo_tpot_ms))
     ok = [r for r in records if r.status == "ok"]
     row.update(calls=len(records), sequences=len(records),
@@ -499,11 +498,11 @@ def finish(job: Job) -> list[dict]:
         notes.add(f"sender lag p99 {row['send_lag_ms_p99']:.1f} ms above 10 ms: this row measured the client, "
                   "not the engine")
     row["notes"] = "; ".join(sorted(notes))
-    append_requests(config.results, row, [r.to_json() for r in records])
     if not job.texts:
         job.texts = first_texts(job)
     raw = {i.prompt_index: i.raw for i in job.items}  # the prompt as written (a dataset's line, or a config prompt)
-    return [{**{k: row[k] for k in ("run_id", "method", "setting", "engine", "quantization", "attention")},
-             "prompt_index": p, "completion_index": 0, "sequence_index": 0, "text": text, "prompt": raw.get(p, ""),
-             "new_tokens": next(r.output_tokens for r in records if r.status == "ok" and r.prompt_index == p)}
-            for p, text in sorted(job.texts.items())]
+    texts = [{**{k: row[k] for k in ("run_id", "method", "setting", "engine", "quantization", "attention")},
+              "prompt_index": p, "completion_index": 0, "sequence_index": 0, "text": text, "prompt": raw.get(p, ""),
+              "new_tokens": next(r.output_tokens for r in records if r.status == "ok" and r.prompt_index == p)}
+             for p, text in sorted(job.texts.items())]
+    return Finished(texts, [r.to_json() for r in records])

@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import metrics
-from bench.rows import Call, figures, one_line, output_records
+from metrics.rows import Call, figures, one_line, output_records
 from decoding import METHODS
 from decoding.method import Point
 from decoding.types import Inputs
@@ -26,7 +26,7 @@ from metrics.stats import half_width_ratio
 from metrics.timing import CallTimer
 from metrics.timing import TokenTrace
 from metrics.trace import format_times
-from scenarios.context import Context, Stopped, check_stop
+from scenarios.context import Finished, ScenarioContext, Stopped, check_stop
 
 
 def points(config) -> list[Point]:
@@ -38,7 +38,7 @@ def points(config) -> list[Point]:
 class Job:
     """One row being measured: a point on one engine, its workload, and what was measured so far."""
 
-    ctx: Context
+    ctx: ScenarioContext
     point: Point
     row: dict
     units: list[Inputs] = field(default_factory=list)
@@ -71,7 +71,7 @@ def workload(config, batch_size: int) -> tuple[list[tuple[int, int]], int]:
     return items, added
 
 
-def work_units(ctx: Context, items: list[tuple[int, int]], batch_size: int) -> list[Inputs]:
+def work_units(ctx: ScenarioContext, items: list[tuple[int, int]], batch_size: int) -> list[Inputs]:
     """Left-padded batches, on the device, built before any clock starts."""
     import torch
 
@@ -151,11 +151,11 @@ def narrow_enough(job: Job, target: float) -> bool:
     return spread == spread and spread <= target
 
 
-def finish(job: Job) -> list[dict]:
-    """Fills the row with its figures; returns the texts of its first repetition."""
+def finish(job: Job) -> Finished:
+    """Fills the row with its figures; hands back the texts of its first repetition."""
     job.row["repetitions"] = job.repetitions
     if job.row["status"] != "ok" or not job.calls:
-        return []
+        return Finished([])
     job.row.update(figures(job.calls, job.ctx, job.row))
     if METHODS[job.point.method].drafts:
         # The draft/target step-time ratio behind the predicted speedup, timed now, outside every measured call.
@@ -171,7 +171,8 @@ def finish(job: Job) -> list[dict]:
                 job.row["token_times_ms"] = format_times(times)
     except Exception as e:
         job.row["notes"] = "; ".join(filter(None, [job.row["notes"], f"no token trace: {one_line(e)}"]))
-    return output_records(job.row, job.ctx.models.tokenizer, job.calls[: len(job.units)], job.ctx.config.prompts)
+    return Finished(output_records(job.row, job.ctx.models.tokenizer, job.calls[: len(job.units)],
+                                   job.ctx.config.prompts))
 
 
 def traced_call(job: Job) -> list[float]:

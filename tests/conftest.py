@@ -18,7 +18,7 @@ PROMPTS = [
 ]
 
 
-# The random tiny pair (bench/tiny.py): exactly known behaviour (peaked logits without near-ties, a draft that mostly
+# The random tiny pair (models/tiny/__init__.py): exactly known behaviour (peaked logits without near-ties, a draft that mostly
 # disagrees), which the engine and method tests pin. The trained pair (tiny/target, tiny/draft) is tested in
 # test_tiny_models.py and runs the tiny preset.
 RANDOM_TARGET, RANDOM_DRAFT = "tiny-random/target", "tiny-random/draft"
@@ -26,7 +26,7 @@ RANDOM_TARGET, RANDOM_DRAFT = "tiny-random/target", "tiny-random/draft"
 
 @pytest.fixture(scope="session")
 def tiny_models():
-    from bench.models import load_models
+    from models.loading import load_models
 
     return load_models(RANDOM_TARGET, RANDOM_DRAFT, device="cpu", dtype="float32")
 

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 from gradio_client import Client
 
-from bench import dashboard
+from bench.dashboard.app import build_app, launch_options, serve
 from bench.config import ConfigError, preset_path, read_json
 from bench.dashboard.access import FREE_FAILURES, LoginThrottle, check_model_access, read_login
 from conftest import ROOT
@@ -37,8 +37,8 @@ def login(url: str, user: str, password: str) -> int:
 
 @pytest.fixture
 def guarded(tmp_path):
-    demo = dashboard.build_app(tmp_path / "runs.csv")
-    dashboard.serve(demo, port=free_port(), auth=("me", "right"), prevent_thread_lock=True, quiet=True)
+    demo = build_app(tmp_path / "runs.csv")
+    serve(demo, port=free_port(), auth=("me", "right"), prevent_thread_lock=True, quiet=True)
     yield demo.local_url
     demo.close()
 
@@ -121,9 +121,9 @@ def test_a_shared_dashboard_refuses_an_unlisted_model_before_loading_anything(tm
     from bench.dashboard.access import allow_list
 
     results = tmp_path / "runs.csv"
-    demo = dashboard.build_app(results, allowed_models=allow_list(["tiny/target"]))
+    demo = build_app(results, allowed_models=allow_list(["tiny/target"]))
     demo.queue(api_open=False).launch(prevent_thread_lock=True, server_port=free_port(), quiet=True,
-                                      **dashboard.launch_options(demo))
+                                      **launch_options(demo))
     try:
         config = read_json(preset_path("tiny")) | dict(model=str(ROOT / "bench"), methods=["standard"])
         outputs = Client(demo.local_url, verbose=False).predict(json.dumps(config), api_name="/run")

@@ -20,7 +20,11 @@ import pytest
 import torch
 from playwright.sync_api import Page, sync_playwright
 
-from bench import charts, dashboard, store
+from views import charts
+
+from bench.dashboard.app import build_app, launch_options
+
+from store import archive
 from bench.config import Config, preset_path, read_json
 from bench.runner import total_rows
 
@@ -42,8 +46,8 @@ def free_port() -> int:
 @pytest.fixture
 def served(tmp_path):
     results = tmp_path / "results" / "runs.csv"
-    demo = dashboard.build_app(results)
-    demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True, **dashboard.launch_options(demo))
+    demo = build_app(results)
+    demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True, **launch_options(demo))
     # Chromium draws on the same CPU: torch's spinning OpenMP threads would then slow the tiny run 4x.
     # This test checks the page, not speed.
     threads = torch.get_num_threads()
@@ -103,7 +107,7 @@ def tour(page: Page, url: str, results: Path, out: Path) -> dict[str, Path]:
     shots["samples_page.png"] = out / "samples_page.png"
     page.screenshot(path=shots["samples_page.png"])
 
-    run_id = store.load_rows(results)["run_id"].iloc[-1]
+    run_id = archive.load_rows(results)["run_id"].iloc[-1]
     open_tab(page, "History")
     page.wait_for_function(f"document.querySelector('#history-table') && "
                            f"document.querySelector('#history-table').innerText.includes('{run_id}')")
@@ -130,7 +134,7 @@ def test_new_user_runs_tiny_preset_and_finds_it_in_history(served, page, tmp_pat
     url, results = served
     shots = tour(page, url, results, tmp_path)
     assert all(p.stat().st_size > 10_000 for p in shots.values())
-    rows = store.load_rows(results)
+    rows = archive.load_rows(results)
     assert rows["run_id"].nunique() == 1 and (rows["status"] == "ok").all()
     if os.environ.get("BENCH_UPDATE_SCREENSHOTS") == "1":
         for name, dest in DOC_SHOTS.items():
@@ -258,7 +262,7 @@ def test_stop_cancels_a_queued_run_and_nothing_is_written(served, tmp_path):
         assert "Done" in wait_finished(a)
         b.wait_for_timeout(3000)  # B's cancelled request left the queue after A's run; it never started
         assert "Cancelled" in b.inner_text("#run-progress")
-        rows = store.load_rows(results)
+        rows = archive.load_rows(results)
         assert rows["run_id"].nunique() == 1, rows[["run_id", "method"]]
         assert set(rows["method"]) != {"standard"}  # A's rows, not B's
         browser.close()
@@ -301,8 +305,8 @@ def test_history_names_hides_diffs_and_compares_against_a_baseline(served, page,
     url, results = served
     results.parent.mkdir(parents=True, exist_ok=True)
     rows = run_rows("run-a", 10.0) + run_rows("run-b", 12.0, device_name="AMD EPYC")
-    pd.DataFrame(rows, columns=store.COLUMNS).to_csv(results, index=False)
-    before = results.read_bytes()
+    pd.DataFrame(rows, columns=archive.COLUMNS).to_csv(results, index=False)
+    before = archive.read_bytes()
     page.goto(url)
     open_tab(page, "History")
     page.wait_for_selector("#history-info:has-text('4 of 4 rows')")
@@ -337,6 +341,6 @@ def test_history_names_hides_diffs_and_compares_against_a_baseline(served, page,
     assert "2 of 2 rows" in page.inner_text("#history-info")
     page.check("#history-show-hidden input")
     page.wait_for_selector("#history-info:has-text('4 of 4 rows')", timeout=20_000)
-    assert results.read_bytes() == before  # renamed, tagged and hidden: the CSV is untouched
+    assert archive.read_bytes() == before  # renamed, tagged and hidden: the CSV is untouched
     meta = json.loads((results.parent / "runs_meta.json").read_text())["runs"]["run-a"]
     assert meta == {"name": "fp32 baseline", "tags": ["fp32", "quiet"], "notes": "", "hidden": True}

@@ -72,7 +72,7 @@ def test_every_preset_is_valid():
 
 
 def test_flash_attention_without_the_package_names_the_fix():
-    from bench.models import flash_attn_available
+    from models.loading import flash_attn_available
 
     if flash_attn_available():
         pytest.skip("flash-attn is installed here")

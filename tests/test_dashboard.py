@@ -22,7 +22,18 @@ import torch
 from gradio_client import Client
 from gradio_client.utils import Status
 
-from bench import charts, dashboard, store
+from views import charts
+
+from bench.dashboard.app import build_app, launch, launch_options, parse_auth
+from bench.dashboard.chart_grid import grid_rows
+from bench.dashboard.form import check, config_fields, form_dict, form_values, form_words, from_form
+from bench.dashboard.history import HISTORY_TABLE_ROWS, history_view, load_history
+from bench.dashboard.history_page import history_updates
+from bench.dashboard.html import error_md, errors_md
+from bench.dashboard.run_page import results_table
+import bench.dashboard.history
+
+from store import archive
 from bench.config import Config, ConfigError, preset_names, preset_path, read_json
 from bench.runner import total_rows
 from decoding import METHODS
@@ -45,19 +56,19 @@ def tiny(**overrides) -> dict:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     results = tmp_path_factory.mktemp("dash") / "results" / "runs.csv"
-    demo = dashboard.build_app(results)
+    demo = build_app(results)
     demo.queue(api_open=False).launch(prevent_thread_lock=True, server_port=free_port(), quiet=True,
-                                      **dashboard.launch_options(demo))
+                                      **launch_options(demo))
     yield demo, results
     demo.close()
 
 
 def new_rows(results: Path, before: int) -> pd.DataFrame:
-    return store.load_rows(results).iloc[before:].reset_index(drop=True)
+    return archive.load_rows(results).iloc[before:].reset_index(drop=True)
 
 
 def row_count(results: Path) -> int:
-    return len(store.load_rows(results))
+    return len(archive.load_rows(results))
 
 
 def table_of(output: tuple) -> dict | None:
@@ -83,7 +94,7 @@ def finish(job, timeout: float = RUN_TIMEOUT_S) -> list[tuple]:
 # ------------------------------------------------------------------------------------------ form
 
 def test_form_has_a_component_for_every_config_field():
-    demo = dashboard.build_app("/tmp/unused-results/runs.csv")
+    demo = build_app("/tmp/unused-results/runs.csv")
     elem_ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
     for name in Config.__dataclass_fields__:
         assert "cfg-" + name.replace("_", "-") in elem_ids, f"config key {name} has no form field"
@@ -110,19 +121,19 @@ def test_chart_grid_lays_out_every_registered_figure(monkeypatch, count):
     """Regression: the grid was zip(names[::2], names[1::2]), which dropped the last of an odd count."""
     registry = {f"fig{i}": charts.tokens_per_s for i in range(count)}
     monkeypatch.setattr(charts, "FIGURES", registry)
-    demo = dashboard.build_app("/tmp/unused-results/runs.csv")
-    expected = dashboard.grid_rows(list(registry))
+    demo = build_app("/tmp/unused-results/runs.csv")
+    expected = grid_rows(list(registry))
     assert [len(r) for r in expected] == [2] * (count // 2) + [1] * (count % 2)
     for prefix in ("chart-", "history-chart-"):  # Results and History
         assert plot_rows(demo, prefix) == expected
-    page = dashboard.history_updates(Path("/tmp/unused-results/runs.csv"), [], {})
+    page = history_updates(Path("/tmp/unused-results/runs.csv"), [], {})
     assert [k for k in page if k.startswith("chart:")] == [f"chart:{name}" for name in registry]
 
 
 def test_results_and_history_show_the_registry_with_the_tpot_chart():
-    demo = dashboard.build_app("/tmp/unused-results/runs.csv")
+    demo = build_app("/tmp/unused-results/runs.csv")
     assert "tpot" in charts.FIGURES
-    expected = [row for _, names in charts.sections(list(charts.FIGURES)) for row in dashboard.grid_rows(names)]
+    expected = [row for _, names in charts.sections(list(charts.FIGURES)) for row in grid_rows(names)]
     assert [n for row in expected for n in row] == list(charts.FIGURES)
     assert any(len(row) == 1 for row in expected)  # a section's odd one out, alone on its row
     for prefix in ("chart-", "history-chart-"):
@@ -132,7 +143,7 @@ def test_results_and_history_show_the_registry_with_the_tpot_chart():
 
 
 def test_initial_settings_prefill_the_form():
-    demo = dashboard.build_app("/tmp/unused-results/runs.csv", initial={"max_new_tokens": 7, "model": "tiny/target"})
+    demo = build_app("/tmp/unused-results/runs.csv", initial={"max_new_tokens": 7, "model": "tiny/target"})
     by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     assert by_id["cfg-max-new-tokens"].value == 7 and by_id["cfg-model"].value == "tiny/target"
     assert by_id["cfg-results"].value == "/tmp/unused-results/runs.csv"
@@ -142,7 +153,7 @@ def test_initial_settings_prefill_the_form():
 def test_presets_survive_the_form_unchanged(name):
     """preset -> form values -> dict -> Config is the same Config the CLI builds from the preset."""
     data = read_json(preset_path(name)) | {"results": "x/runs.csv"}
-    through_form = dashboard.form_dict(dashboard.form_values(data, "x/runs.csv"))
+    through_form = form_dict(form_values(data, "x/runs.csv"))
     assert Config.from_dict(through_form, check_models=False) == Config.from_dict(data, check_models=False)
 
 
@@ -166,22 +177,22 @@ def test_run_table_of_a_load_run_has_the_cli_load_columns():
     load = {"method": "standard", "setting": "rate=4", "engine": "continuous", "status": "ok", "request_rate": 4.0,
             "requests": 40, "failed_requests": 0, "request_throughput": 3.9, "ttft_ms_median": 12.345,
             "tpot_ms_median": 4.5, "goodput": 3.9}
-    table = dashboard.results_table([load])
+    table = results_table([load])
     assert list(table.columns[:4]) == ["method", "setting", "engine", "status"]
     assert table["TTFT ms"][0] == 12.3 and table["req/s"][0] == 3.9 and "tok/s/seq 95% CI" not in table
-    per_call = dashboard.results_table([{"method": "standard", "setting": "greedy", "status": "ok"}])
+    per_call = results_table([{"method": "standard", "setting": "greedy", "status": "ok"}])
     assert "tok/s/seq 95% CI" in per_call and "req/s" not in per_call
 
 
 def test_form_errors_are_the_cli_words():
-    fields = {f.name: f for f in dashboard.config_fields()}
-    data = dashboard.form_dict(dashboard.form_values(tiny(), "x/runs.csv"))
+    fields = {f.name: f for f in config_fields()}
+    data = form_dict(form_values(tiny(), "x/runs.csv"))
     for key, shown in (("max_new_tokens", 0), ("batch_sizes", "1, two"), ("top_p", 1.5), ("methods", [])):
-        bad = data | {key: dashboard.from_form(fields[key], shown)}
+        bad = data | {key: from_form(fields[key], shown)}
         with pytest.raises(ConfigError) as cli:
             Config.from_dict(bad, check_models=False)
-        assert dashboard.check(bad) == str(cli.value)
-        assert str(cli.value) in dashboard.error_md(dashboard.check(bad))
+        assert check(bad) == str(cli.value)
+        assert str(cli.value) in error_md(check(bad))
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -204,7 +215,7 @@ def test_run_streams_updates_and_keeps_every_row(app):
     rows = new_rows(results, before)
     assert len(rows) == expected and rows["run_id"].nunique() == 1
     assert list(rows["method"]) == methods and (rows["status"] == "ok").all()
-    assert len(store.load_outputs(results)) > 0
+    assert len(archive.load_outputs(results)) > 0
 
 
 def test_two_runs_at_once_queue_one_after_the_other(app):
@@ -256,7 +267,7 @@ def test_invalid_config_shows_the_config_error_and_runs_nothing(app):
     with pytest.raises(ConfigError) as cli:
         Config.from_dict(config)
     outputs = Client(demo.local_url, verbose=False).predict(json.dumps(config), api_name="/run")
-    assert dashboard.form_words(str(cli.value)) in texts_of(outputs)  # the CLI's words, with the form's label
+    assert form_words(str(cli.value)) in texts_of(outputs)  # the CLI's words, with the form's label
     assert row_count(results) == before
 
 
@@ -267,7 +278,7 @@ def test_cuda_on_a_machine_without_it_is_refused_up_front_and_the_app_stays_usab
     before = row_count(results)
     client = Client(demo.local_url, verbose=False)
     config = tiny(methods=["standard"], device="cuda")
-    assert "config key 'device'" in dashboard.check(config) and "'cpu'" in dashboard.check(config)
+    assert "config key 'device'" in check(config) and "'cpu'" in check(config)
     outputs = client.predict(json.dumps(config), api_name="/run")
     text = texts_of(outputs)
     assert "Device (device): 'cuda' asked for" in text and "Not started" in text
@@ -279,11 +290,11 @@ def test_cuda_on_a_machine_without_it_is_refused_up_front_and_the_app_stays_usab
 def test_all_rows_failed_is_worded_as_such():
     rows = figure_rows().to_dict("records")
     only_failed = [r for r in rows if r["status"] != "ok"]
-    text = dashboard.errors_md(only_failed)
+    text = errors_md(only_failed)
     assert "The row failed" in text and "fine" not in text
-    text = dashboard.errors_md(only_failed * 3)
+    text = errors_md(only_failed * 3)
     assert "All 3 rows failed" in text and "fine" not in text
-    assert "1 of 4 rows failed" in dashboard.errors_md(rows) and "fine and kept" in dashboard.errors_md(rows)
+    assert "1 of 4 rows failed" in errors_md(rows) and "fine and kept" in errors_md(rows)
 
 
 def test_api_cannot_skip_the_queue_and_only_exports_are_served(app):
@@ -295,7 +306,7 @@ def test_api_cannot_skip_the_queue_and_only_exports_are_served(app):
         urllib.request.urlopen(request, timeout=10)
     assert "join the queue" in refused.value.read().decode()
     exports = results.parent / "exports"
-    assert dashboard.launch_options(demo)["allowed_paths"] == [str(exports)]
+    assert launch_options(demo)["allowed_paths"] == [str(exports)]
     secret = results.parent / "secret.txt"
     secret.write_text("not for download")
     (exports / "ok.csv").write_text("a\n1\n")
@@ -311,7 +322,7 @@ def test_api_cannot_skip_the_queue_and_only_exports_are_served(app):
 def synthetic_rows(n: int, seed: int = 0) -> pd.DataFrame:
     """n rows with every store column, 10 rows per run, like a long history of benchmark runs."""
     rng = np.random.default_rng(seed)
-    df = pd.DataFrame({c: [""] * n for c in store.COLUMNS})
+    df = pd.DataFrame({c: [""] * n for c in archive.COLUMNS})
     df["run_id"] = [f"2026{seed:02d}-run-{i // 10:05d}" for i in range(n)]
     df["timestamp"] = [f"2026-01-{1 + i // 4000:02d}T{(i // 600) % 24:02d}:{(i // 10) % 60:02d}:00+00:00" for i in range(n)]
     df["status"] = rng.choice(["ok"] * 9 + ["oom"], n)
@@ -331,24 +342,24 @@ def test_history_with_10000_rows_loads_and_filters_in_under_2_s(tmp_path, monkey
     results = tmp_path / "runs.csv"
     synthetic_rows(10_000).to_csv(results, index=False)
     synthetic_rows(50, seed=7).to_csv(tmp_path / "other-machine.csv", index=False)  # dropped into the folder
-    assert "chart:tokens" in dashboard.history_updates(results, [], {})  # the whole page, charts included
-    dashboard.history.read_rows.__globals__["_CACHE"].clear()  # timed from a cold read
+    assert "chart:tokens" in history_updates(results, [], {})  # the whole page, charts included
+    bench.dashboard.history.read_rows.__globals__["_CACHE"].clear()  # timed from a cold read
     # Timed: reading, filtering, the pickers and the table. Each chart costs the same whatever the history's
     # size (it draws the compared runs only), so the registry's length is left out of this budget.
     monkeypatch.setattr(charts, "FIGURES", {})
     started = time.perf_counter()
-    everything = dashboard.history_updates(results, [], {})
-    filtered = dashboard.history_updates(results, [], {"model": ["Qwen/Qwen3-4B"], "method": ["batched", "standard"],
+    everything = history_updates(results, [], {})
+    filtered = history_updates(results, [], {"model": ["Qwen/Qwen3-4B"], "method": ["batched", "standard"],
                                                        "device": ["cuda"], "run_id": []})
     took = time.perf_counter() - started
     assert took < 2.0, f"History took {took:.2f} s for 10,000 rows"
     assert "10,050 rows" in everything["info"]  # info line: both files
-    rows, _, _ = dashboard.history_view(dashboard.load_history([results])[0],
+    rows, _, _ = history_view(load_history([results])[0],
                                         {"model": ["Qwen/Qwen3-4B"], "method": ["batched", "standard"],
                                          "device": ["cuda"]})
     assert len(rows) and set(rows["method"]) == {"batched", "standard"} and set(rows["device"]) == {"cuda"}
     table = filtered["table"]
-    assert len(table) == min(len(rows), dashboard.HISTORY_TABLE_ROWS)
+    assert len(table) == min(len(rows), HISTORY_TABLE_ROWS)
     run_filter = filtered["filter:run_id"]["choices"]
     assert len(run_filter) == 1005 and run_filter[0][1] == "202600-run-00999"  # newest first, labelled
 
@@ -357,7 +368,7 @@ def test_history_compares_picked_runs_on_the_same_charts(tmp_path):
     results = tmp_path / "runs.csv"
     synthetic_rows(40).to_csv(results, index=False)
     picked = ["202600-run-00001", "202600-run-00003"]
-    page = dashboard.history_updates(results, [], {"run_id": picked})
+    page = history_updates(results, [], {"run_id": picked})
     tokens = page["chart:tokens"]
     assert sorted(t.name for t in tokens.data) == picked  # one colour (trace) per compared run
 
@@ -365,7 +376,7 @@ def test_history_compares_picked_runs_on_the_same_charts(tmp_path):
 # ------------------------------------------------------------------------------------------ figures
 
 def figure_rows() -> pd.DataFrame:
-    base = {c: np.nan for c in store.COLUMNS} | dict(status="ok", engine="hf", model="m", run_id="r1",
+    base = {c: np.nan for c in archive.COLUMNS} | dict(status="ok", engine="hf", model="m", run_id="r1",
                                                      quantization="none", attention="sdpa", dtype="float32")
     rows = [
         base | dict(method="standard", setting="greedy", batch_size=1, tokens_per_s_per_sequence_median=10.0,
@@ -399,7 +410,7 @@ def test_figures_keep_per_sequence_and_aggregate_apart():
     assert [list(t.y) for t in acceptance.data] == [[60.0], [3.2]]
     assert "batch_size: 4" in tokens.data[0].hovertext[1]  # hover carries the row's settings
     for fn in charts.FIGURES.values():  # empty and error-only inputs draw a message, not a crash
-        assert fn(pd.DataFrame(columns=store.COLUMNS)).layout.annotations
+        assert fn(pd.DataFrame(columns=archive.COLUMNS)).layout.annotations
         assert fn(df[df["status"] == "oom"]).layout.annotations
 
 
@@ -415,7 +426,7 @@ def test_tpot_chart_bars_median_ticks_p90_coloured_by_method():
     assert ticks.type == "scatter" and list(ticks.y) == [5.0, 3.5, 6.0] and ticks.name == "p90"
     assert "p90 6.00 ms" in bars.hovertext[2] and "ms per output token" in fig.layout.yaxis.title.text
     assert "Time per output token" in fig.layout.title.text
-    for empty in (pd.DataFrame(columns=store.COLUMNS), None, df[df["status"] == "oom"]):
+    for empty in (pd.DataFrame(columns=archive.COLUMNS), None, df[df["status"] == "oom"]):
         assert "no finished rows yet" in charts.time_per_output_token(empty).layout.annotations[0].text
     two_runs = pd.concat([df, df.assign(run_id="r2")], ignore_index=True)
     grouped = charts.time_per_output_token(two_runs)
@@ -457,9 +468,9 @@ def test_history_module_needs_no_gradio():
 
 def test_errors_are_listed_above_the_table():
     rows = figure_rows().to_dict("records")
-    text = dashboard.errors_md(rows)
+    text = errors_md(rows)
     assert "1 of 4 rows failed" in text and "CUDA out of memory" in text and "nucleus" in text
-    assert dashboard.errors_md(rows[:3]) == ""
+    assert errors_md(rows[:3]) == ""
 
 
 # ------------------------------------------------------------------------------------------ launching
@@ -489,16 +500,16 @@ def test_launch_refuses_share_without_valid_auth(monkeypatch, capsys, auth, env,
     monkeypatch.delenv("BENCH_AUTH", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert dashboard.launch({}, None, host="127.0.0.1", port=free_port(), share=True, auth=auth) == 2
+    assert launch({}, None, host="127.0.0.1", port=free_port(), share=True, auth=auth) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0]
 
 
 def test_launch_checks_the_initial_settings_in_the_cli_words(monkeypatch, capsys):
     monkeypatch.delenv("BENCH_AUTH", raising=False)
-    assert dashboard.launch({"max_new_tokens": 0}, "x/runs.csv", port=free_port()) == 2
+    assert launch({"max_new_tokens": 0}, "x/runs.csv", port=free_port()) == 2
     assert "config key 'max_new_tokens'" in capsys.readouterr().err
-    assert dashboard.parse_auth("me:pw") == ("me", "pw") and dashboard.parse_auth(None) is None
+    assert parse_auth("me:pw") == ("me", "pw") and parse_auth(None) is None
 
 
 def test_app_py_serves_the_dashboard_on_host_and_port(tmp_path):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench import charts, report, store
+from views import charts, table
+
+from store import archive
 
 
 def noisy_rows() -> pd.DataFrame:
     """A busy CPU: spreads larger than the medians, intervals reaching below zero in older files' std."""
-    base = {c: np.nan for c in store.COLUMNS} | dict(status="ok", engine="hf", model="m", run_id="r1",
+    base = {c: np.nan for c in archive.COLUMNS} | dict(status="ok", engine="hf", model="m", run_id="r1",
                                                      quantization="none", attention="sdpa", dtype="float32",
                                                      notes="", unstable=False)
     rows = [
@@ -64,4 +66,4 @@ def test_speedup_labels_carry_only_the_digits_their_interval_supports():
     assert labels["batched [batch_size=4]"] == "0.8× n.s."  # CI 0.42..1.61 contains 1: no difference shown
     assert labels["batched [batch_size=1]"] == "1.235×"
     row = df.iloc[1].to_dict()
-    assert report.CELLS["speedup"](row, "speedup_vs_standard") == "0.8x n.s."
+    assert table.CELLS["speedup"](row, "speedup_vs_standard") == "0.8x n.s."

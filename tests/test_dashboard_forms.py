@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import dashboard
+from bench.dashboard.form import check
 from bench.config import Config, ConfigError
 from bench.dashboard.form import form_words
 
@@ -45,6 +45,6 @@ def test_form_words_put_the_label_beside_the_key_and_call_an_empty_box_empty():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_form_check_refuses_cuda_without_cuda():
-    problem = dashboard.check({"device": "cuda"})
+    problem = check({"device": "cuda"})
     assert problem.startswith("config key 'device': 'cuda' asked for") and "'cpu'" in problem
-    assert dashboard.check({"device": "cpu"}) == ""
+    assert check({"device": "cpu"}) == ""

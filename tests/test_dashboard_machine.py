@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import charts, store
-from bench.environment import environment
-from bench.rows import COLUMNS
+from views import charts
+
+from store import archive
+from metrics.environment import environment
+from metrics.rows import COLUMNS
 from metrics import METRICS, TRACKERS
 from metrics.rss import PeakRSS
 
@@ -39,7 +41,7 @@ def test_peak_rss_is_the_calls_own_peak():
 
 
 def test_memory_chart_shows_rss_for_rows_without_gpu_figures():
-    base = {c: np.nan for c in store.COLUMNS} | dict(status="ok", engine="hf", model="m", run_id="r1", notes="",
+    base = {c: np.nan for c in archive.COLUMNS} | dict(status="ok", engine="hf", model="m", run_id="r1", notes="",
                                                      quantization="none", attention="sdpa", dtype="float32")
     rows = pd.DataFrame([base | dict(method="standard", setting="greedy", batch_size=1, peak_rss_mib=812.0),
                          base | dict(method="batched", setting="batch_size=4", batch_size=4, peak_rss_mib=901.0)])

@@ -11,14 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import charts, dashboard, runs_meta, store
+from views import charts
+
+from bench.dashboard.history_page import history_updates
+from bench.dashboard.html import summary_md
+
+from store import notebook, archive
 from bench.dashboard.history import change_table, diff_table, history_view, load_history, table_view, visible
 from bench.dashboard.html import samples_html
 
 
 def run_rows(run_id: str, speed: float, ci: float = 0.05, device_name: str = "Intel Xeon", **extra) -> list[dict]:
     """Two finished rows of one run: standard and batched, with 95% intervals of +-ci around each median."""
-    base = {c: np.nan for c in store.COLUMNS} | dict(
+    base = {c: np.nan for c in archive.COLUMNS} | dict(
         run_id=run_id, timestamp=f"2026-11-2{'abc'.index(run_id[-1]) + 1}T10:00:00+00:00", status="ok", engine="hf",
         model="m", quantization="none", attention="sdpa", dtype="float32", device="cpu", device_name=device_name,
         torch_version="2.13.0", run_name="", run_tags="", run_notes="", notes="") | extra
@@ -38,56 +43,56 @@ def run_rows(run_id: str, speed: float, ci: float = 0.05, device_name: str = "In
 def folder(tmp_path):
     results = tmp_path / "runs.csv"
     rows = run_rows("run-a", 10.0) + run_rows("run-b", 12.0, device_name="AMD EPYC") + run_rows("run-c", 10.2, ci=0.2)
-    pd.DataFrame(rows, columns=store.COLUMNS).to_csv(results, index=False)
+    pd.DataFrame(rows, columns=archive.COLUMNS).to_csv(results, index=False)
     return results
 
 
 def test_sidecar_renames_tags_and_hides_without_touching_the_csv(folder):
     before = folder.read_bytes()
-    runs_meta.update_meta(folder, "run-a", name="fp32 baseline", tags="fp32, baseline,fp32", notes="quiet machine")
-    runs_meta.update_meta(folder, "run-c", hidden=True)
+    notebook.update_meta(folder, "run-a", name="fp32 baseline", tags="fp32, baseline,fp32", notes="quiet machine")
+    notebook.update_meta(folder, "run-c", hidden=True)
     assert folder.read_bytes() == before  # append-only: the CSV is never rewritten
-    meta = json.loads(runs_meta.meta_path(folder).read_text())["runs"]
+    meta = json.loads(notebook.meta_path(folder).read_text())["runs"]
     assert meta["run-a"] == {"name": "fp32 baseline", "tags": ["fp32", "baseline"], "notes": "quiet machine"}
     df, problems = load_history([folder], folder)
     assert problems == [] and len(df) == 6  # no row deleted
     a = df[df["run_id"] == "run-a"].iloc[0]
     assert (a["run_name"], a["run_tags"], a["run_notes"]) == ("fp32 baseline", "fp32, baseline", "quiet machine")
     assert set(visible(df, False)["run_id"]) == {"run-a", "run-b"} and len(visible(df, True)) == 6
-    runs_meta.update_meta(folder, "run-c", hidden=False)
+    notebook.update_meta(folder, "run-c", hidden=False)
     assert not load_history([folder], folder)[0]["hidden"].any()  # shown again
 
 
 def test_sidecar_writers_never_lose_each_others_change(folder):
-    threads = [threading.Thread(target=runs_meta.update_meta, args=(folder, f"run-{i}"), kwargs={"name": f"n{i}"})
+    threads = [threading.Thread(target=notebook.update_meta, args=(folder, f"run-{i}"), kwargs={"name": f"n{i}"})
                for i in range(12)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert {k: v["name"] for k, v in runs_meta.load_meta(folder).items()} == {f"run-{i}": f"n{i}" for i in range(12)}
+    assert {k: v["name"] for k, v in notebook.load_meta(folder).items()} == {f"run-{i}": f"n{i}" for i in range(12)}
 
 
 def test_a_broken_sidecar_is_ignored_not_fatal(folder):
-    runs_meta.meta_path(folder).write_text("{not json")
+    notebook.meta_path(folder).write_text("{not json")
     df, problems = load_history([folder], folder)
     assert len(df) == 6 and problems == [] and not df["hidden"].any()
 
 
 def test_legends_and_pickers_say_name_or_run_id_and_device(folder):
-    runs_meta.update_meta(folder, "run-a", name="baseline")
+    notebook.update_meta(folder, "run-a", name="baseline")
     df, _ = load_history([folder], folder)
-    labels = runs_meta.run_labels(df)
+    labels = notebook.run_labels(df)
     assert labels == {"run-a": "baseline · Intel Xeon", "run-b": "run-b · AMD EPYC", "run-c": "run-c · Intel Xeon"}
     fig = charts.tokens_per_s(df[df["run_id"].isin(["run-a", "run-b"])])
     assert sorted(t.name for t in fig.data) == ["baseline · Intel Xeon", "run-b · AMD EPYC"]
-    page = dashboard.history_updates(folder, [], {})
+    page = history_updates(folder, [], {})
     choices = dict((v, k) for k, v in page["filter:run_id"]["choices"])
     assert choices["run-a"] == "baseline · Intel Xeon · m · 2026-11-21 10:00 · 2 rows"
     assert page["filter:device_name"]["choices"] == ["AMD EPYC", "Intel Xeon"]  # a filter of its own
-    runs_meta.update_meta(folder, "run-b", name="baseline")  # the same name on the same device: never merged
-    runs_meta.update_meta(folder, "run-c", name="baseline")
-    labels = runs_meta.run_labels(load_history([folder], folder)[0])
+    notebook.update_meta(folder, "run-b", name="baseline")  # the same name on the same device: never merged
+    notebook.update_meta(folder, "run-c", name="baseline")
+    labels = notebook.run_labels(load_history([folder], folder)[0])
     assert len(set(labels.values())) == 3 and labels["run-c"] == "baseline · Intel Xeon (run-c)"
 
 
@@ -119,12 +124,12 @@ def test_percent_change_against_a_baseline_with_intervals_and_ns(folder):
 def test_change_interval_is_the_quadrature_of_both_runs_intervals():
     base = {"x": 10.0, "x_ci_low": 9.0, "x_ci_high": 11.0}
     row = {"x": 12.0, "x_ci_low": 11.0, "x_ci_high": 13.0}
-    change, low, high = runs_meta.change_interval(base, row, "x", "x")
+    change, low, high = notebook.change_interval(base, row, "x", "x")
     half = math.hypot(math.log(11 / 9) / 2, math.log(13 / 11) / 2)
     assert change == pytest.approx(20.0)
     assert low == pytest.approx((math.exp(math.log(1.2) - half) - 1) * 100)
     assert high == pytest.approx((math.exp(math.log(1.2) + half) - 1) * 100)
-    assert runs_meta.change_text(float("nan"), 0, 0) == "-"
+    assert notebook.change_text(float("nan"), 0, 0) == "-"
 
 
 def test_history_table_rounds_and_shows_intervals_as_the_cli_does(folder):
@@ -137,9 +142,9 @@ def test_history_table_rounds_and_shows_intervals_as_the_cli_does(folder):
 
 def test_an_unrelated_csv_is_refused_under_could_not_read(tmp_path):
     results = tmp_path / "runs.csv"
-    pd.DataFrame(run_rows("run-a", 10.0), columns=store.COLUMNS).to_csv(results, index=False)
+    pd.DataFrame(run_rows("run-a", 10.0), columns=archive.COLUMNS).to_csv(results, index=False)
     (tmp_path / "salaries.csv").write_text("name,salary\nann,100\n")
-    page = dashboard.history_updates(results, [], {})
+    page = history_updates(results, [], {})
     assert "could not read:** salaries.csv: not a decoding-bench results file" in page["info"]
     assert "**2** of 2 rows" in page["info"]  # no empty row from it
 
@@ -156,5 +161,5 @@ def test_samples_say_when_a_completion_does_not_exist_and_when_text_is_random():
 
 def test_results_summary_names_the_run_only_when_it_has_a_name():
     rows = run_rows("run-a", 10.0)
-    assert dashboard.summary_md(rows).startswith("**Run `run-a`** · 2026-11-21 10:00 · model")
-    assert "**fp32**" in dashboard.summary_md([r | {"run_name": "fp32"} for r in rows])
+    assert summary_md(rows).startswith("**Run `run-a`** · 2026-11-21 10:00 · model")
+    assert "**fp32**" in summary_md([r | {"run_name": "fp32"} for r in rows])

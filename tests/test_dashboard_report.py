@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from playwright.sync_api import sync_playwright
 
-from bench import charts, report_html, runs_meta, store
+from views import charts, report
+
+from store import notebook, archive
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -35,7 +37,7 @@ def tiny_report(tmp_path_factory):
 
 def test_cli_report_opens_offline_in_chromium_with_every_chart(tiny_report):
     results, path = tiny_report
-    rows = store.load_rows(results)
+    rows = archive.load_rows(results)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
         context = browser.new_context(offline=True, viewport={"width": 1400, "height": 1000})
@@ -62,8 +64,8 @@ def test_report_of_two_runs_compares_them_and_escapes_what_users_wrote(tmp_path)
     from test_dashboard_notebook import run_rows
 
     df = pd.DataFrame(run_rows("run-a", 10.0) + run_rows("run-b", 20.0, device_name="Other CPU",
-                                                         run_name="<b>bold</b> name"), columns=store.COLUMNS)
-    out = report_html.write_report(tmp_path / "two.html", runs_meta.apply_meta(df, {}))
+                                                         run_name="<b>bold</b> name"), columns=archive.COLUMNS)
+    out = report.write_report(tmp_path / "two.html", notebook.apply_meta(df, {}))
     html = out.read_text()
     assert "&lt;b&gt;bold&lt;/b&gt; name · Other CPU" in html and "<b>bold</b> name" not in html
     assert 'class="differs"' in html  # device_name differs between the runs and is highlighted

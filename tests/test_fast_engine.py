@@ -411,7 +411,7 @@ def context_free_models(vocab=12, eos=11):
     thousands of tokens of one generation are thousands of samples of one distribution."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from bench.models import LoadedModels
+    from models.loading import LoadedModels
 
     def build(seed, scale):
         config = Qwen3Config(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

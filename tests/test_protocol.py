@@ -125,7 +125,7 @@ def test_a_known_slowdown_gives_a_paired_speedup_interval_around_it(tmp_path, st
 
 
 def test_no_slowdown_is_no_significant_difference(tmp_path, stand_in):
-    from bench.report import speedup
+    from views.table import speedup
 
     stand_in({"nucleus": 1.0}, noise=0.05)
     rows = by_method(run_all(tiny_config(tmp_path, methods=["standard", "nucleus"], repetitions=8, warmup=0)))

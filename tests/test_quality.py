@@ -59,10 +59,10 @@ def test_quality_columns_on_every_row(rows):
 def test_each_text_knows_where_it_leaves_greedy(rows, run_dir):
     """outputs.jsonl marks, per text, whether it equals standard greedy's and which characters its first
     differing token decodes to; the Samples page highlights exactly those characters."""
-    from bench import store
+    from store import archive
     from bench.dashboard.html import samples_html
 
-    records = store.load_outputs(run_dir / "runs.csv")
+    records = archive.load_outputs(run_dir / "runs.csv")
     by = {}
     for r in records:
         by.setdefault(r["method"], []).append(r)
@@ -83,11 +83,11 @@ def test_each_text_knows_where_it_leaves_greedy(rows, run_dir):
 
 
 def test_texts_carry_their_prompt_so_samples_show_it_without_the_session(rows, run_dir):
-    from bench import store
+    from store import archive
     from bench.dashboard.html import samples_html
     from conftest import PROMPTS
 
-    records = store.load_outputs(run_dir / "runs.csv")
+    records = archive.load_outputs(run_dir / "runs.csv")
     assert all(r["prompt"] == PROMPTS[r["prompt_index"]] for r in records)
     page = samples_html(records, rows["standard"]["run_id"], None, 0)  # no prompts from a dashboard session
     assert all(escape(p) in page for p in PROMPTS[:2]) and "prompt 1" not in page

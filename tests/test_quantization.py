@@ -16,7 +16,7 @@ from engines.hf import HFEngine
     ("bnb-8bit", "Linear8bitLt", torch.int8),
 ])
 def test_quantized_target_loads_and_generates(quantization, layer, weight_dtype):
-    from bench.models import load_models
+    from models.loading import load_models
 
     warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
     models = load_models("tiny/target", None, device="cpu", dtype="float32", quantization=quantization)

@@ -2,7 +2,7 @@
 import dataclasses
 
 from bench.config import Config
-from bench.store import COLUMNS
+from store.archive import COLUMNS
 from conftest import ROOT
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bench.runner
-from bench import store
+from store import archive
 from bench.runner import run_all, total_rows
 from decoding import METHODS
 from conftest import tiny_config
@@ -37,7 +37,7 @@ def test_every_method_gives_an_ok_row_with_honest_figures(tmp_path):
         assert r["latency_ms_p90"] != r["latency_ms_p90"] if r["calls"] < 10 else r["latency_ms_p90"] >= r["latency_ms_median"]
         assert r["torch_version"] == torch.__version__ and r["hostname"]
 
-    df = store.load_rows(config.results)
+    df = archive.load_rows(config.results)
     assert len(df) == 9 and set(df["run_id"]) == {rows[0]["run_id"]}
     outputs = [json.loads(line) for line in (tmp_path / "outputs.jsonl").read_text().splitlines()]
     standard_texts = [o for o in outputs if o["method"] == "standard"]
@@ -55,7 +55,7 @@ def test_out_of_memory_is_a_row_and_the_run_goes_on(tmp_path, monkeypatch):
     rows = run_all(tiny_config(tmp_path, methods=["standard", "nucleus", "batched"]))
     assert [r["status"] for r in rows] == ["ok", "oom", "ok"]
     assert "out of memory" in rows[1]["error"]
-    assert len(store.load_rows(tmp_path / "runs.csv")) == 3
+    assert len(archive.load_rows(tmp_path / "runs.csv")) == 3
 
 
 def test_model_load_failure_is_recorded_per_row(tmp_path, monkeypatch):
@@ -94,7 +94,7 @@ def test_stop_event_keeps_finished_rows(tmp_path):
 def test_prompt_length_keeps_the_chat_template_whole(tmp_path, tiny_models):
     import dataclasses
 
-    from bench.prompts import tokenize_prompts
+    from models.prompts import tokenize_prompts
 
     tokenizer = tiny_models.tokenizer
     template = "{% for m in messages %}<|im_end|>user: {{ m['content'] }}<|im_end|>{% endfor %}assistant:"

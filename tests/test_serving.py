@@ -29,7 +29,7 @@ def test_poisson_arrivals_have_mean_one_over_rate_and_cv_one():
 
 
 def test_streamed_events_are_counted_per_token():
-    from metrics.load import RequestRecord, itls_s, spread_tokens, tpot_s
+    from metrics.serving import RequestRecord, itls_s, spread_tokens, tpot_s
 
     times = spread_tokens([(1.0, 1), (1.3, 3), (1.4, 1), (1.5, 0)])
     assert times == pytest.approx([1.0, 1.1, 1.2, 1.3, 1.4])
@@ -63,17 +63,17 @@ def test_known_delay_server_gives_back_its_ttft_itl_and_tpot(known_delay_run):
 
 
 def test_goodput_recomputed_from_requests_jsonl_equals_the_row(known_delay_run):
-    from bench import store
-    from bench.requests_log import load_requests
-    from metrics.load import RequestRecord, goodput
+    from store import archive
+    from store.requests import load_requests
+    from metrics.serving import RequestRecord, goodput
 
     config, (row,) = known_delay_run
     records = load_requests(config.results)
-    assert len(records) == row["requests"] and {r["row_key"] for r in records} == {store.row_key(row)}
+    assert len(records) == row["requests"] and {r["row_key"] for r in records} == {archive.row_key(row)}
     recs = [RequestRecord.from_json(r) for r in records]
     assert all(len(r.token_times) == 13 and r.sent >= r.scheduled for r in recs)
     assert goodput(recs, config.slo_ttft_ms, config.slo_tpot_ms) == row["goodput"]
-    stored = store.load_rows(config.results).iloc[0]
+    stored = archive.load_rows(config.results).iloc[0]
     assert goodput(recs, config.slo_ttft_ms, config.slo_tpot_ms) == pytest.approx(float(stored["goodput"]), rel=1e-5)
     assert goodput(recs, TTFT_MS / 10, 0) == 0.0  # nobody meets a TTFT target 10x below the server's
 

@@ -25,7 +25,7 @@ def continuous_run(tmp_path_factory):
 
 
 def test_every_request_finishes_with_its_ttft(continuous_run):
-    from bench.requests_log import load_requests
+    from store.requests import load_requests
 
     config, row = continuous_run
     assert row["status"] == "ok", row["error"]
@@ -40,8 +40,8 @@ def test_every_request_finishes_with_its_ttft(continuous_run):
 def test_eight_requests_at_once_take_less_than_eight_sequential_standard_calls(continuous_run):
     import torch
 
-    from bench.models import load_models
-    from bench.prompts import tokenize_prompts
+    from models.loading import load_models
+    from models.prompts import tokenize_prompts
     from decoding import METHODS
     from decoding.types import Inputs
     from engines.hf import HFEngine
@@ -68,7 +68,7 @@ def test_static_batching_makes_arrivals_wait_for_the_whole_batch(tmp_path):
     """The baseline under load: with max_batch_size 2 and 4 requests at once, the second pair waits for the first
     generate call to finish, and that wait is its queue time."""
     from bench.config import Config
-    from bench.requests_log import load_requests
+    from store.requests import load_requests
     from bench.runner import run_all
 
     config = Config.from_dict(dict(
@@ -89,7 +89,7 @@ def test_a_load_runs_texts_carry_their_dataset_prompt(tmp_path):
     import json
     from html import escape
 
-    from bench import store
+    from store import archive
     from bench.config import Config
     from bench.dashboard.html import samples_html
     from bench.runner import run_all
@@ -103,7 +103,7 @@ def test_a_load_runs_texts_carry_their_dataset_prompt(tmp_path):
         dtype="float32", concurrency=[1], num_requests=2, warmup_requests=1, results=str(tmp_path / "runs.csv")))
     (row,) = run_all(config)
     assert row["status"] == "ok", row["error"]
-    records = store.load_outputs(config.results)
+    records = archive.load_outputs(config.results)
     assert sorted(r["prompt"] for r in records) == sorted(x["prompt"] for x in lines)
     page = samples_html(records, row["run_id"], None, 0)
     assert "def add(a, b):" in page and escape(config.prompts[0]) not in page

@@ -6,7 +6,7 @@ import pytest
 
 
 def records(first_token_s: list[float], tokens: int = 5, gap_s: float = 0.01):
-    from metrics.load import RequestRecord
+    from metrics.serving import RequestRecord
 
     out = []
     for i, ttft in enumerate(first_token_s):
@@ -20,10 +20,10 @@ def records(first_token_s: list[float], tokens: int = 5, gap_s: float = 0.01):
 @pytest.fixture
 def load_results(tmp_path):
     """Two load rows of one run in runs.csv, with their requests in requests.jsonl."""
-    from bench import store
-    from bench.requests_log import append_requests
-    from bench.rows import COLUMNS
-    from metrics.load import LoadFigures
+    from store import archive
+    from store.requests import append_requests
+    from metrics.rows import COLUMNS
+    from metrics.serving import LoadFigures
 
     path = tmp_path / "runs.csv"
     rows = []
@@ -35,7 +35,7 @@ def load_results(tmp_path):
                    concurrency="", request_rate=rate, notes="")
         row.update(LoadFigures.figures(recs, 100.0, 20.0))
         append_requests(path, row, [r.to_json() for r in recs])
-        store.append_row(path, row)
+        archive.append_row(path, row)
         rows.append(row)
     return path, rows
 
@@ -61,18 +61,19 @@ def test_slo_explorer_recomputes_goodput_from_requests(load_results):
 
 
 def test_load_charts_draw_lines_slos_and_a_timeline(load_results):
-    from bench import charts, store
-    from bench.requests_log import load_requests
+    from views import charts
+    from store import archive
+    from store.requests import load_requests
 
     path, rows = load_results
-    df = store.load_rows(path)
+    df = archive.load_rows(path)
     curve = charts.throughput_latency(df)
     assert len(curve.data) == 2 and curve.layout.shapes[0].y0 == 20.0  # TPOT view, its SLO line
     assert [b.label for b in curve.layout.updatemenus[0].buttons] == ["TPOT p90", "TTFT p90"]
     assert sorted(curve.data[0].text) == ["rate=2", "rate=8"]  # one line through both load points
     good = charts.goodput(df)
     assert "TTFT <= 100 ms" in good.layout.title.text and len(good.data) == 2
-    timeline = charts.request_timeline(load_requests(path, {store.row_key(rows[1])}))
+    timeline = charts.request_timeline(load_requests(path, {archive.row_key(rows[1])}))
     assert len(timeline.data) == 3 and len(timeline.data[0].y) == 4
     per_call = df.assign(request_throughput=float("nan"), output_tokens_per_s=float("nan"))
     assert "no load rows" in charts.throughput_latency(per_call).layout.annotations[0].text
@@ -81,14 +82,14 @@ def test_load_charts_draw_lines_slos_and_a_timeline(load_results):
 def test_slo_page_builds_and_answers(load_results):
     import gradio as gr
 
-    from bench.dashboard.context import Context
+    from bench.dashboard.shared import AppContext
     from bench.dashboard.slo_page import SloPage
 
     path, _ = load_results
     import threading
 
     with gr.Blocks():
-        page = SloPage(Context(path.resolve(), threading.Lock()))
+        page = SloPage(AppContext(path.resolve(), threading.Lock()))
     assert page.refresh(None)["value"] == "r1"
     ttft, tpot, point, table, good, curve = page.show_run("r1")
     assert ttft["value"] == 100.0 and tpot["value"] == 20.0 and len(point["choices"]) == 2
@@ -97,7 +98,7 @@ def test_slo_page_builds_and_answers(load_results):
 
 
 def test_cli_table_shows_load_columns(load_results):
-    from bench.report import table
+    from views.table import table
 
     _, rows = load_results
     text = table(rows)

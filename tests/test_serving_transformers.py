@@ -33,7 +33,7 @@ class Served:
 def transformers_serve(tmp_path):
     import httpx
 
-    from bench.tiny import tiny_path
+    from models.tiny import tiny_path
     from engines.server import free_port
 
     port = free_port()
@@ -69,9 +69,9 @@ def texts_by_prompt(outputs, **match) -> dict[int, str]:
 def test_load_against_transformers_serve(transformers_serve, tmp_path):
     import psutil
 
-    from bench import store
+    from store import archive
     from bench.config import Config
-    from bench.requests_log import load_requests
+    from store.requests import load_requests
     from bench.runner import run_all
     from scenarios.load import comparable
 
@@ -83,14 +83,14 @@ def test_load_against_transformers_serve(transformers_serve, tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok"], [r["error"] for r in rows]
     assert [r["concurrency"] for r in rows] == [1, 2]
     for row in rows:  # every request recorded, none failed, each with its 12 tokens and their times
-        records = load_requests(served.results, {store.row_key(row)})
+        records = load_requests(served.results, {archive.row_key(row)})
         assert len(records) == 8 and all(r["status"] == "ok" for r in records)
         assert all(r["output_tokens"] == 12 and len(r["token_times"]) == 12 for r in records)
         assert all(r["first_token"] >= r["sent"] >= r["scheduled"] for r in records)
 
     in_process = Config.from_dict(dict(common, engine=["hf"], warmup=0, repetitions=1))
     run_all(in_process)
-    outputs = store.load_outputs(served.results)
+    outputs = archive.load_outputs(served.results)
     standard = texts_by_prompt(outputs, engine="hf")
     server = texts_by_prompt(outputs, engine="server", setting=rows[0]["setting"])
     assert sorted(server) == sorted(standard) == [0, 1, 2]

@@ -8,12 +8,12 @@ import time
 
 import pandas as pd
 
-from bench import store
+from store import archive
 from conftest import ROOT
 
 
 def sample_row(i):
-    row = {c: float("nan") for c in store.COLUMNS}
+    row = {c: float("nan") for c in archive.COLUMNS}
     row.update(run_id=f"run{i}", method="standard", setting="greedy", status="ok", error="",
                latency_ms_median=12.5 + i, notes='has "quotes", commas\nand a newline', random_weights=False)
     return row
@@ -22,9 +22,9 @@ def sample_row(i):
 def test_csv_round_trip(tmp_path):
     path = tmp_path / "runs.csv"
     for i in range(3):
-        store.append_row(path, sample_row(i))
-    df = store.load_rows(path)
-    assert list(df.columns) == store.COLUMNS
+        archive.append_row(path, sample_row(i))
+    df = archive.load_rows(path)
+    assert list(df.columns) == archive.COLUMNS
     assert df["run_id"].tolist() == ["run0", "run1", "run2"]
     assert df["latency_ms_median"].tolist() == [12.5, 13.5, 14.5]
     assert df["notes"][0] == 'has "quotes", commas\nand a newline'
@@ -34,13 +34,13 @@ def test_csv_round_trip(tmp_path):
 def test_older_column_set_still_loads_and_gains_new_columns(tmp_path):
     path = tmp_path / "runs.csv"
     path.write_text("run_id,method,status,latency_ms_median\nold,standard,ok,99.0\n")
-    store.append_row(path, sample_row(1))
-    df = store.load_rows(path)
+    archive.append_row(path, sample_row(1))
+    df = archive.load_rows(path)
     assert df["run_id"].tolist() == ["old", "run1"]
     assert df["latency_ms_median"].tolist() == [99.0, 13.5]
     other = tmp_path / "other_machine.csv"
-    store.append_row(other, sample_row(2))
-    assert store.load_rows([path, other])["run_id"].tolist() == ["old", "run1", "run2"]
+    archive.append_row(other, sample_row(2))
+    assert archive.load_rows([path, other])["run_id"].tolist() == ["old", "run1", "run2"]
 
 
 def test_run_killed_mid_way_keeps_every_finished_row(tmp_path):
@@ -69,16 +69,16 @@ def test_run_killed_mid_way_keeps_every_finished_row(tmp_path):
 def test_ragged_old_row_does_not_break_an_append(tmp_path):
     path = tmp_path / "runs.csv"
     path.write_text("run_id,method,status\nold,standard,ok,extra-field\n")
-    store.append_row(path, sample_row(1))
-    assert store.load_rows(path)["run_id"].tolist() == ["old", "run1"]
+    archive.append_row(path, sample_row(1))
+    assert archive.load_rows(path)["run_id"].tolist() == ["old", "run1"]
 
 
 def test_carriage_return_stays_inside_its_cell(tmp_path):
     path = tmp_path / "runs.csv"
     row = sample_row(0)
     row["error"] = "first\rsecond"
-    store.append_row(path, row)
-    store.append_row(path, sample_row(1))
+    archive.append_row(path, row)
+    archive.append_row(path, sample_row(1))
     df = pd.read_csv(path)
     assert df["run_id"].tolist() == ["run0", "run1"] and df["error"][0] == "first\rsecond"
 
@@ -86,6 +86,6 @@ def test_carriage_return_stays_inside_its_cell(tmp_path):
 def test_old_rows_keep_their_values_through_an_upgrade(tmp_path):
     path = tmp_path / "runs.csv"
     path.write_text('run_id,notes\nold,"a ""quoted"", multi\nline note"\n')
-    store.append_row(path, sample_row(1))
-    df = store.load_rows(path)
+    archive.append_row(path, sample_row(1))
+    df = archive.load_rows(path)
     assert df["notes"][0] == 'a "quoted", multi\nline note' and df["run_id"].tolist() == ["old", "run1"]

@@ -10,14 +10,14 @@ import time
 import pandas as pd
 import pytest
 
-from bench import store
+from store import archive
 
 WRITERS, ROWS, TRIALS = 4, 5, 100
 OLD_HEADER = "run_id,method,status,latency_ms_median\nold,standard,ok,1.0\n"
 
 
 def row(writer, i):
-    r = {c: float("nan") for c in store.COLUMNS}
+    r = {c: float("nan") for c in archive.COLUMNS}
     r.update(run_id=f"w{writer}-{i}", method="standard", setting="greedy", status="ok",
              notes=f'writer {writer}, "row" {i}\nsecond line', latency_ms_median=float(i))
     return r
@@ -26,7 +26,7 @@ def row(writer, i):
 def write_rows(path, writer, barrier):
     barrier.wait()
     for i in range(ROWS):
-        store.append_row(path, row(writer, i))
+        archive.append_row(path, row(writer, i))
 
 
 def records(path):
@@ -53,7 +53,7 @@ def test_parallel_writers_every_row_once_one_header(tmp_path):
         assert [p.exitcode for p in procs] == [0] * WRITERS, f"trial {trial}: a writer failed"
         recs = records(path)
         header = recs[0]
-        assert set(header) >= set(store.COLUMNS)
+        assert set(header) >= set(archive.COLUMNS)
         assert sum(r == header for r in recs) == 1, f"trial {trial}: header written more than once"
         run_ids = [r[header.index("run_id")] for r in recs[1:]]
         expected = [f"w{w}-{i}" for w in range(WRITERS) for i in range(ROWS)] + (["old"] if upgrade else [])

@@ -1,5 +1,5 @@
 """The context guard reads max_position_embeddings from the config alone, before any weights load."""
-from bench.models import check_context
+from models.loading import check_context
 
 
 def test_too_many_new_tokens_for_tiny_target():

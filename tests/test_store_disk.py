@@ -7,11 +7,11 @@ import uuid
 import pandas as pd
 import pytest
 
-from bench import store
+from store import archive
 
 
 def row(i, notes=""):
-    r = {c: float("nan") for c in store.COLUMNS}
+    r = {c: float("nan") for c in archive.COLUMNS}
     r.update(run_id=f"run{i}", method="standard", setting="greedy", engine="hf", quantization="none",
              attention="sdpa", status="ok", latency_ms_median=float(i), notes=notes)
     return r
@@ -42,33 +42,33 @@ def expected_message(path):
 @pytest.mark.parametrize("failure", ["at once", "after half"])
 def test_injected_enospc_keeps_the_file_as_it_was(tmp_path, monkeypatch, failure):
     path = tmp_path / "runs.csv"
-    store.append_result(path, row(0), texts(0))
-    csv_before, jsonl_before = path.read_bytes(), store.outputs_path(path).read_bytes()
+    archive.append_result(path, row(0), texts(0))
+    csv_before, jsonl_before = path.read_bytes(), archive.outputs_path(path).read_bytes()
     monkeypatch.setattr(os, "write", no_space if failure == "at once" else half_then_no_space(os.write))
-    with pytest.raises(store.StoreError) as err:
-        store.append_row(path, row(1))
+    with pytest.raises(archive.StoreError) as err:
+        archive.append_row(path, row(1))
     assert str(err.value) == expected_message(path)
-    assert path.read_bytes() == csv_before and store.outputs_path(path).read_bytes() == jsonl_before
+    assert path.read_bytes() == csv_before and archive.outputs_path(path).read_bytes() == jsonl_before
     monkeypatch.undo()
-    store.append_row(path, row(2))
+    archive.append_row(path, row(2))
     assert pd.read_csv(path)["run_id"].tolist() == ["run0", "run2"]
 
 
 def test_injected_enospc_on_a_new_file_leaves_it_empty(tmp_path, monkeypatch):
     path = tmp_path / "runs.csv"
     monkeypatch.setattr(os, "write", half_then_no_space(os.write))
-    with pytest.raises(store.StoreError):
-        store.append_row(path, row(0))
+    with pytest.raises(archive.StoreError):
+        archive.append_row(path, row(0))
     assert path.read_bytes() == b""
     monkeypatch.undo()
-    store.append_row(path, row(1))
+    archive.append_row(path, row(1))
     assert pd.read_csv(path)["run_id"].tolist() == ["run1"]
 
 
 def test_injected_failure_of_the_row_takes_its_texts_back(tmp_path, monkeypatch):
     path = tmp_path / "runs.csv"
-    store.append_result(path, row(0), texts(0))
-    csv_before, jsonl_before = path.read_bytes(), store.outputs_path(path).read_bytes()
+    archive.append_result(path, row(0), texts(0))
+    csv_before, jsonl_before = path.read_bytes(), archive.outputs_path(path).read_bytes()
     real_write = os.write
 
     def write(fd, data):  # texts go through, the row hits the full disk
@@ -77,23 +77,23 @@ def test_injected_failure_of_the_row_takes_its_texts_back(tmp_path, monkeypatch)
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", write)
-    with pytest.raises(store.StoreError, match="No space left on device"):
-        store.append_result(path, row(1), texts(1))
+    with pytest.raises(archive.StoreError, match="No space left on device"):
+        archive.append_result(path, row(1), texts(1))
     assert path.read_bytes() == csv_before
-    assert store.outputs_path(path).read_bytes() == jsonl_before
+    assert archive.outputs_path(path).read_bytes() == jsonl_before
 
 
 def test_injected_failure_of_fsync_is_cut_back_too(tmp_path, monkeypatch):
     path = tmp_path / "runs.csv"
-    store.append_row(path, row(0))
+    archive.append_row(path, row(0))
     before = path.read_bytes()
 
     def fsync(fd):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(os, "fsync", fsync)
-    with pytest.raises(store.StoreError, match="Input/output error; the rows before this one are kept"):
-        store.append_row(path, row(1))
+    with pytest.raises(archive.StoreError, match="Input/output error; the rows before this one are kept"):
+        archive.append_row(path, row(1))
     monkeypatch.undo()
     assert path.read_bytes() == before
 
@@ -102,8 +102,8 @@ def test_injected_enospc_during_a_header_upgrade_leaves_the_old_file(tmp_path, m
     path = tmp_path / "runs.csv"
     path.write_text("run_id,method,status\nold,standard,ok\n")
     monkeypatch.setattr(os, "write", no_space)
-    with pytest.raises(store.StoreError, match="No space left on device"):
-        store.append_row(path, row(1))
+    with pytest.raises(archive.StoreError, match="No space left on device"):
+        archive.append_row(path, row(1))
     monkeypatch.undo()
     assert path.read_text() == "run_id,method,status\nold,standard,ok\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv", "runs.csv.lock"]
@@ -129,12 +129,12 @@ def small_tmpfs(tmp_path):
 def test_real_full_disk_keeps_every_row_before(small_tmpfs):
     path = small_tmpfs / "runs.csv"
     written = 0
-    with pytest.raises(store.StoreError) as err:
+    with pytest.raises(archive.StoreError) as err:
         for i in range(1000):
-            store.append_result(path, row(i, notes="n" * 3000), texts(i))
+            archive.append_result(path, row(i, notes="n" * 3000), texts(i))
             written += 1
     assert str(err.value).count("\n") == 0 and "No space left on device" in str(err.value)
     assert written > 3
     df = pd.read_csv(path)
     assert df["run_id"].tolist() == [f"run{i}" for i in range(written)]
-    assert [r["run_id"] for r in store.load_outputs(path)] == [f"run{i}" for i in range(written)]
+    assert [r["run_id"] for r in archive.load_outputs(path)] == [f"run{i}" for i in range(written)]

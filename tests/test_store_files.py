@@ -5,11 +5,11 @@ import os
 import pandas as pd
 import pytest
 
-from bench import store
+from store import archive
 
 
 def row(i):
-    r = {c: float("nan") for c in store.COLUMNS}
+    r = {c: float("nan") for c in archive.COLUMNS}
     r.update(run_id=f"run{i}", method="standard", setting="greedy", status="ok", latency_ms_median=float(i))
     return r
 
@@ -25,22 +25,22 @@ def row(i):
 def test_foreign_file_is_refused_before_and_during_a_run(tmp_path, content, why):
     path = tmp_path / "people.csv"
     path.write_bytes(content)
-    message = store.check_results_file(path)
+    message = archive.check_results_file(path)
     assert message.startswith(f"config key 'results': '{path}' exists and is not a decoding-bench results file (")
     assert why in message and message.endswith("; pick another .csv path") and "\n" not in message
-    with pytest.raises(store.StoreError, match="it was left as it is") as err:
-        store.append_row(path, row(0))
+    with pytest.raises(archive.StoreError, match="it was left as it is") as err:
+        archive.append_row(path, row(0))
     assert "\n" not in str(err.value)
-    with pytest.raises(store.StoreError):
-        store.append_result(path, row(0), [{"text": "t"}])
+    with pytest.raises(archive.StoreError):
+        archive.append_result(path, row(0), [{"text": "t"}])
     assert path.read_bytes() == content
-    assert not store.outputs_path(path).exists()
+    assert not archive.outputs_path(path).exists()
 
 
 @pytest.mark.parametrize("content", [
     None, b"", "run_id,method,status\nold,standard,ok\n".encode(),
-    ",".join(reversed(store.COLUMNS)).encode() + b"\n",
-    (",".join(store.COLUMNS) + ",a_newer_column\n").encode(),
+    ",".join(reversed(archive.COLUMNS)).encode() + b"\n",
+    (",".join(archive.COLUMNS) + ",a_newer_column\n").encode(),
     "\ufeffrun_id,notes\nx,caf\u00e9\n".encode(),
     b"run_id,timestamp,sta",  # `head -c` cut the header of a file of ours
 ])
@@ -48,13 +48,13 @@ def test_our_files_old_new_and_missing_are_fine(tmp_path, content):
     path = tmp_path / "runs.csv"
     if content is not None:
         path.write_bytes(content)
-    assert store.check_results_file(path) is None
-    store.append_row(path, row(1))
+    assert archive.check_results_file(path) is None
+    archive.append_row(path, row(1))
     assert pd.read_csv(path)["run_id"].tolist()[-1] == "run1"
 
 
 def test_folder_is_refused(tmp_path):
-    assert "is a folder" in store.check_results_file(tmp_path)
+    assert "is a folder" in archive.check_results_file(tmp_path)
 
 
 def test_upgrade_keeps_mode_and_symlink(tmp_path):
@@ -65,12 +65,12 @@ def test_upgrade_keeps_mode_and_symlink(tmp_path):
     os.chmod(real, 0o640)
     link = tmp_path / "runs.csv"
     link.symlink_to(real)
-    store.append_row(link, row(1))
+    archive.append_row(link, row(1))
     assert link.is_symlink() and os.readlink(link) == str(real)
     assert oct(real.stat().st_mode & 0o777) == oct(0o640)
-    df = store.load_rows(link)
+    df = archive.load_rows(link)
     assert df["run_id"].tolist() == ["old", "run1"] and list(df.columns)[:3] == ["run_id", "method", "status"]
-    assert set(df.columns) == set(store.COLUMNS)
+    assert set(df.columns) == set(archive.COLUMNS)
     assert (data / "real.csv.lock").exists()
     assert sorted(p.name for p in data.iterdir()) == ["real.csv", "real.csv.lock"]
 
@@ -80,7 +80,7 @@ def test_upgrade_keeps_owner(tmp_path):
     path = tmp_path / "runs.csv"
     path.write_text("run_id,method,status\nold,standard,ok\n")
     os.chown(path, 12345, 23456)
-    store.append_row(path, row(1))
+    archive.append_row(path, row(1))
     st = path.stat()
     assert (st.st_uid, st.st_gid) == (12345, 23456)
-    assert store.load_rows(path)["run_id"].tolist() == ["old", "run1"]
+    assert archive.load_rows(path)["run_id"].tolist() == ["old", "run1"]

@@ -4,11 +4,11 @@ import json
 
 import pandas as pd
 
-from bench import store
+from store import archive
 
 
 def row(i, **extra):
-    r = {c: float("nan") for c in store.COLUMNS}
+    r = {c: float("nan") for c in archive.COLUMNS}
     r.update(run_id=f"run{i}", method="standard", setting="greedy", engine="hf", quantization="none",
              attention="sdpa", status="ok", latency_ms_median=10.0 + i,
              notes=f'row {i}: "quoted", commas,\na newline and UTF-8 – é ✓')
@@ -23,9 +23,9 @@ def sidecars(folder, name):
 def test_csv_cut_at_every_byte_of_its_last_row(tmp_path, capsys):
     full = tmp_path / "full.csv"
     for i in range(3):
-        store.append_row(full, row(i))
+        archive.append_row(full, row(i))
     data = full.read_bytes()
-    last_start, end = store.record_bounds(data)
+    last_start, end = archive.record_bounds(data)
     assert end == len(data)
     path = tmp_path / "runs.csv"
     for cut in range(last_start, len(data) + 1):
@@ -33,7 +33,7 @@ def test_csv_cut_at_every_byte_of_its_last_row(tmp_path, capsys):
             p.unlink()
         path.write_bytes(data[:cut])
         capsys.readouterr()
-        store.append_row(path, row(9))
+        archive.append_row(path, row(9))
         df = pd.read_csv(path)
         kept = ["run0", "run1"] + (["run2"] if cut == len(data) else [])
         assert df["run_id"].tolist() == kept + ["run9"], f"cut at byte {cut}"
@@ -49,26 +49,26 @@ def test_csv_cut_at_every_byte_of_its_last_row(tmp_path, capsys):
 
 def test_csv_cut_anywhere_in_the_header_starts_a_fresh_file(tmp_path, capsys):
     full = tmp_path / "full.csv"
-    store.append_row(full, row(0))
+    archive.append_row(full, row(0))
     data = full.read_bytes()
-    header_end = store.first_record_end(data)
+    header_end = archive.first_record_end(data)
     path = tmp_path / "runs.csv"
     # Every byte near both ends of the header, a stride in between: the cases differ only at the ends.
     cuts = sorted(set(range(1, 40)) | set(range(40, header_end - 40, 11)) | set(range(header_end - 40, header_end)))
     for cut in cuts:
         path.write_bytes(data[:cut])
-        assert store.check_results_file(path) is None, f"cut at byte {cut}"
-        store.append_row(path, row(1))
+        assert archive.check_results_file(path) is None, f"cut at byte {cut}"
+        archive.append_row(path, row(1))
         assert pd.read_csv(path)["run_id"].tolist() == ["run1"], f"cut at byte {cut}"
     assert "torn" in capsys.readouterr().err
 
 
 def test_short_last_row_is_moved_aside_and_a_ragged_longer_one_kept(tmp_path, capsys):
     path = tmp_path / "runs.csv"
-    store.append_row(path, row(0))
+    archive.append_row(path, row(0))
     with open(path, "a") as f:
         f.write("run1,ts,ok\n")  # a complete line with fewer fields than the header
-    store.append_row(path, row(2))
+    archive.append_row(path, row(2))
     assert pd.read_csv(path)["run_id"].tolist() == ["run0", "run2"]
     assert sidecars(tmp_path, "runs.csv")[0].read_text() == "run1,ts,ok\n"
     assert capsys.readouterr().err.count("\n") == 1
@@ -77,10 +77,10 @@ def test_short_last_row_is_moved_aside_and_a_ragged_longer_one_kept(tmp_path, ca
 def test_reader_ignores_a_torn_tail_it_has_not_repaired(tmp_path):
     path = tmp_path / "runs.csv"
     for i in range(2):
-        store.append_row(path, row(i))
+        archive.append_row(path, row(i))
     data = path.read_bytes()
     path.write_bytes(data[:-40])
-    assert store.load_rows(path)["run_id"].tolist() == ["run0"]
+    assert archive.load_rows(path)["run_id"].tolist() == ["run0"]
 
 
 def outputs(i, n=2):
@@ -92,8 +92,8 @@ def outputs(i, n=2):
 def test_outputs_cut_at_every_byte_of_their_last_line(tmp_path, capsys):
     csv_path = tmp_path / "runs.csv"
     for i in range(2):
-        store.append_result(csv_path, row(i), outputs(i))
-    jsonl = store.outputs_path(csv_path)
+        archive.append_result(csv_path, row(i), outputs(i))
+    jsonl = archive.outputs_path(csv_path)
     data = jsonl.read_bytes()
     last_start = data.rfind(b"\n", 0, len(data) - 1) + 1
     for cut in range(last_start, len(data) + 1):
@@ -101,7 +101,7 @@ def test_outputs_cut_at_every_byte_of_their_last_line(tmp_path, capsys):
             p.unlink()
         jsonl.write_bytes(data[:cut])
         capsys.readouterr()
-        store.append_outputs(csv_path, outputs(0, 1))
+        archive.append_outputs(csv_path, outputs(0, 1))
         lines = jsonl.read_text(encoding="utf-8").splitlines()
         parsed = [json.loads(line) for line in lines]  # every line parses
         complete = 4 if cut == len(data) else 3

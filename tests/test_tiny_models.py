@@ -11,13 +11,13 @@ import pytest
 
 from conftest import ROOT
 
-from bench import tiny
-from bench import tiny_train
+from models import tiny
+from models.tiny import train as tiny_train
 
 
 @pytest.fixture(scope="module")
 def trained():
-    from bench.models import load_models
+    from models.loading import load_models
 
     return load_models("tiny/target", "tiny/draft", device="cpu", dtype="float32")
 
@@ -118,7 +118,7 @@ def read_prompts():
 
 def test_training_runs_end_to_end_in_seconds(tmp_path):
     out = tmp_path / "pair"
-    result = subprocess.run([sys.executable, "-m", "bench.tiny", "train", "--smoke", "--out", str(out)], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "models.tiny", "train", "--smoke", "--out", str(out)], cwd=ROOT,
                             env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "held-out perplexity" in result.stdout
@@ -131,7 +131,7 @@ def test_training_runs_end_to_end_in_seconds(tmp_path):
     report = json.loads((out / "training.json").read_text())
     assert report["corpus"]["train_files"] > 0 and report["corpus"]["heldout_files"] > 0
     assert math.isfinite(report["figures"]["heldout_ppl_target"])
-    from bench.models import load_models
+    from models.loading import load_models
 
     models = load_models(str(out / "target"), str(out / "draft"), device="cpu", dtype="float32")
     assert models.target.config.vocab_size == models.draft.config.vocab_size

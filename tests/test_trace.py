@@ -4,7 +4,9 @@ import math
 
 import pytest
 
-from bench import charts, store
+from views import charts
+
+from store import archive
 from bench.runner import run_all
 from conftest import RANDOM_TARGET, tiny_config
 from metrics.timing import TokenTrace
@@ -71,7 +73,7 @@ def test_a_fully_accepted_round_lands_its_tokens_at_one_time(rows):
 
 def test_traces_survive_the_csv_and_are_drawn(rows):
     rows, results = rows
-    df = store.load_rows(results)
+    df = archive.load_rows(results)
     assert df["token_times_ms"].notna().all()
     timeline = charts.token_timeline(df)
     lines = [t for t in timeline.data if t.mode == "lines"]

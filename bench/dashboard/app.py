@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 
 from bench.config import Config, ConfigError, default_of
 from bench.dashboard.access import LoginThrottle, allow_list, read_login
-from bench.dashboard.context import Context
+from bench.dashboard.shared import AppContext
 from bench.dashboard.form import check
 from bench.dashboard.history_page import HistoryPage
 from bench.dashboard.results_page import ResultsPage
@@ -42,7 +42,7 @@ def build_app(results_path: str | Path = "results/runs.csv", initial: dict | Non
     run may load (a shared dashboard), None for any. Launch it with `serve()`,
     or with `.launch(**launch_options(app))` to keep its look and download folder.
     """
-    ctx = Context(Path(results_path).resolve(), RUN_LOCK, allowed_models=allowed_models)
+    ctx = AppContext(Path(results_path).resolve(), RUN_LOCK, allowed_models=allowed_models)
     with gr.Blocks(title="Decoding benchmark", analytics_enabled=False) as demo:
         gr.Markdown(intro(), elem_id="bench-title")
         with gr.Tabs(elem_id="tabs"):

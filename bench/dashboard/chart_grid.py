@@ -1,12 +1,12 @@
 """The figures registry laid out as a grid, the same on Results and History: every chart in
-bench.charts.FIGURES appears in registry order, under its section heading (charts.SECTION_STARTS), two per
+views.charts.FIGURES appears in registry order, under its section heading (charts.SECTION_STARTS), two per
 row, an odd one out of a section alone on its last row."""
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
-from bench import charts
+from views import charts
 
 PER_ROW = 2
 

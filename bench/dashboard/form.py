@@ -8,7 +8,7 @@ from dataclasses import Field, fields
 import gradio as gr
 
 from bench.config import Config, ConfigError, default_of
-from bench.devices import cuda_problem
+from models.devices import cuda_problem
 
 SECTIONS = {  # section -> rows of field names; a field missing here lands in "More settings"
     "Run": [["name", "tags"], ["run_notes"]],

@@ -1,5 +1,5 @@
 """History's data: every CSV in the results folder (other machines' files dropped there too) plus uploads,
-with the sidecar's names, tags, notes and hidden marks laid over them (bench/runs_meta.py), filtered, with
+with the sidecar's names, tags, notes and hidden marks laid over them (bench/notebook.py), filtered, with
 the runs to compare picked out, a baseline's percent changes and the settings the runs differ in.
 pandas only: no gradio, so it is tested and reused without it.
 """
@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import report, runs_meta, store
+from views import table
+
+# The table: (column shown, header). Figures are rounded and intervals shown as the CLI shows them.
+
+from store import notebook, archive
 
 # The table: (column shown, header). Figures are rounded and intervals shown as the CLI shows them.
 HISTORY_COLUMNS = [
@@ -38,12 +42,12 @@ def read_rows(path: Path) -> pd.DataFrame:
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _CACHE:
         with open(path, "rb") as f:
-            why = store.foreign_reason(f.read(store.CHECK_BYTES))
+            why = archive.foreign_reason(f.read(archive.CHECK_BYTES))
         if why:
             raise ValueError(f"not a decoding-bench results file: {why}")
         if len(_CACHE) > 16:
             _CACHE.clear()
-        _CACHE[key] = store.load_rows([path])
+        _CACHE[key] = archive.load_rows([path])
     return _CACHE[key]
 
 
@@ -57,9 +61,9 @@ def load_history(files: list[Path], results_path: Path | None = None) -> tuple[p
         except Exception as e:  # a stray or broken CSV in the folder must not take History down
             problems.append(f"{path.name}: {' '.join(str(e).split())[:200]}")
     frames = [f for f in frames if not f.empty]
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=store.COLUMNS)
-    meta = runs_meta.load_meta(results_path) if results_path is not None else {}
-    return runs_meta.apply_meta(df, meta), problems
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=archive.COLUMNS)
+    meta = notebook.load_meta(results_path) if results_path is not None else {}
+    return notebook.apply_meta(df, meta), problems
 
 
 def visible(df: pd.DataFrame, show_hidden: bool) -> pd.DataFrame:
@@ -76,7 +80,7 @@ def filter_rows(df: pd.DataFrame, selected: dict[str, list]) -> pd.DataFrame:
 
 def run_choices(df: pd.DataFrame) -> list[tuple[str, str]]:
     """Runs newest first, labelled with what tells them apart: name or id, device, model, date, rows."""
-    return [(runs_meta.choice_label(line), str(line["run_id"])) for line in runs_meta.run_overview(df).to_dict("records")]
+    return [(notebook.choice_label(line), str(line["run_id"])) for line in notebook.run_overview(df).to_dict("records")]
 
 
 def filter_choices(df: pd.DataFrame, key: str, runs: list | None = None) -> list:
@@ -113,11 +117,11 @@ def table_view(rows: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=range(len(rows)))
     for column in HISTORY_COLUMNS:
         if column == "tok/s/seq 95% CI":
-            out[column] = [report.CELLS["interval"](r, "tokens_per_s_per_sequence") for r in records]
+            out[column] = [table.CELLS["interval"](r, "tokens_per_s_per_sequence") for r in records]
         elif column == "unstable":
-            out[column] = [report.CELLS["unstable"](r, "unstable") for r in records]
+            out[column] = [table.CELLS["unstable"](r, "unstable") for r in records]
         elif column == "speedup_vs_standard":
-            out[column] = [report.CELLS["speedup"](r, column) for r in records]
+            out[column] = [table.CELLS["speedup"](r, column) for r in records]
         elif column in ROUNDED:
             values = rows[column] if column in rows else pd.Series([None] * len(rows))
             out[column] = pd.to_numeric(values, errors="coerce").round(ROUNDED[column]).to_numpy()
@@ -147,14 +151,14 @@ def history_view(df: pd.DataFrame, selected: dict[str, list], baseline: str | No
 
 def compared_runs(compared: pd.DataFrame) -> list[str]:
     """Run ids of the compared rows, newest first."""
-    return [str(r) for r in runs_meta.run_overview(compared)["run_id"]]
+    return [str(r) for r in notebook.run_overview(compared)["run_id"]]
 
 
 def change_table(compared: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     """Percent change of each compared row against the baseline run (empty without a baseline)."""
     if not baseline or compared.empty:
-        return pd.DataFrame(columns=["run", "row", *[h for _, h, _ in runs_meta.CHANGE_FIGURES]])
-    return runs_meta.percent_change(compared, baseline, compared_runs(compared))
+        return pd.DataFrame(columns=["run", "row", *[h for _, h, _ in notebook.CHANGE_FIGURES]])
+    return notebook.percent_change(compared, baseline, compared_runs(compared))
 
 
 def diff_table(compared: pd.DataFrame) -> pd.DataFrame:
@@ -162,7 +166,7 @@ def diff_table(compared: pd.DataFrame) -> pd.DataFrame:
     runs = compared_runs(compared)
     if len(runs) < 2:
         return pd.DataFrame(columns=["key"])
-    return runs_meta.settings_diff(compared, runs)
+    return notebook.settings_diff(compared, runs)
 
 
 def info_md(df: pd.DataFrame, rows: pd.DataFrame, compared: pd.DataFrame, files: list[Path], folder: Path,

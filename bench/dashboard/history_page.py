@@ -1,6 +1,6 @@
 """History: every row of every CSV in the results folder plus uploads, filtered; picked runs compared on the
 same charts as Results, against a baseline run in percent, with the settings they differ in; runs named,
-tagged, annotated and hidden through the sidecar (bench/runs_meta.py); the filtered rows exported as CSV and
+tagged, annotated and hidden through the sidecar (bench/notebook.py); the filtered rows exported as CSV and
 the compared runs as one HTML report. The data work is in history.py."""
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from bench import charts, runs_meta, store
+from views import charts
+
+from store import notebook, archive
 from bench.dashboard.chart_grid import chart_grid
-from bench.dashboard.context import UI_ONLY, Context
+from bench.dashboard.shared import UI_ONLY, AppContext
 from bench.dashboard.history import (FILTERS, HISTORY_COLUMNS, change_table, compared_runs, diff_table,
                                      filter_choices, history_files, history_view, info_md, load_history,
                                      run_choices, visible, with_picked)
@@ -64,7 +66,7 @@ def history_updates(results_path: Path, uploaded: list[str] | None, selected: di
 
 
 class HistoryPage:
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: AppContext):
         self.ctx = ctx
         with gr.Tab("History", id="history", elem_id="history-tab") as self.tab:
             with gr.Row():
@@ -110,7 +112,7 @@ class HistoryPage:
                     with gr.Column(scale=1, min_width=160):
                         self.edit_hidden = gr.Checkbox(False, label="Hidden", elem_id="history-edit-hidden")
                         self.save_btn = gr.Button("Save", variant="primary", size="sm", elem_id="history-edit-save")
-                self.edit_note = gr.Markdown("Kept in runs_meta.json beside the CSV; the CSV is never rewritten and "
+                self.edit_note = gr.Markdown("Kept in notebook.json beside the CSV; the CSV is never rewritten and "
                                              "no row is deleted.", elem_id="history-edit-note")
             self.table = gr.Dataframe(pd.DataFrame(columns=HISTORY_COLUMNS), interactive=False, wrap=False,
                                       max_height=380, label="Rows (newest first)", elem_id="history-table")
@@ -178,17 +180,17 @@ class HistoryPage:
     def export(self, files, baseline, show_hidden, *selected_values):
         rows, _ = self.picked_rows(files, baseline, show_hidden, selected_values)
         path = self.ctx.export_file("history", ".csv")
-        store.export_csv(rows.drop(columns=["hidden"], errors="ignore"), path)  # formula cells are escaped
+        archive.export_csv(rows.drop(columns=["hidden"], errors="ignore"), path)  # formula cells are escaped
         return gr.update(value=str(path), visible=True, label=f"Filtered rows ({len(rows):,})")
 
     def report(self, files, baseline, show_hidden, *selected_values):
-        from bench.report_html import write_report
+        from views.report import write_report
 
         _, compared = self.picked_rows(files, baseline, show_hidden, selected_values)
         if compared.empty:
             return gr.update(visible=True, value=None, label="No run to report")
         runs = set(compared_runs(compared))
-        records = [r for r in store.load_outputs(self.ctx.results_path) if str(r.get("run_id")) in runs]
+        records = [r for r in archive.load_outputs(self.ctx.results_path) if str(r.get("run_id")) in runs]
         path = write_report(self.ctx.export_file("report", ".html"), compared, records)
         return gr.update(value=str(path), visible=True, label=f"Report of {len(runs)} run(s)")
 
@@ -200,19 +202,19 @@ class HistoryPage:
             values = ["", "", "", False]
         else:
             first = part.iloc[0]
-            values = [runs_meta.text(first["run_name"]), runs_meta.tags_text(runs_meta.text(first["run_tags"])),
-                      runs_meta.text(first["run_notes"]), bool(part["hidden"].any())]
-        note = f"Editing `{run_id}`: Save keeps it in runs_meta.json beside the CSV; the CSV is never rewritten." \
-            if run_id else "Kept in runs_meta.json beside the CSV; the CSV is never rewritten and no row is deleted."
+            values = [notebook.text(first["run_name"]), notebook.tags_text(notebook.text(first["run_tags"])),
+                      notebook.text(first["run_notes"]), bool(part["hidden"].any())]
+        note = f"Editing `{run_id}`: Save keeps it in notebook.json beside the CSV; the CSV is never rewritten." \
+            if run_id else "Kept in notebook.json beside the CSV; the CSV is never rewritten and no row is deleted."
         return [gr.update(value=v, interactive=True) for v in values] + [note]
 
     def save(self, run_id, name, tags, notes, hidden):
         if not run_id:
             return error_md("pick a run first")
         try:
-            runs_meta.update_meta(self.ctx.results_path, run_id, name=(name or "").strip(), tags=tags or "",
+            notebook.update_meta(self.ctx.results_path, run_id, name=(name or "").strip(), tags=tags or "",
                                   notes=(notes or "").strip(), hidden=bool(hidden))
-        except runs_meta.MetaError as e:
+        except notebook.MetaError as e:
             return error_md(str(e))
         return (f"Saved for `{run_id}`{' (hidden)' if hidden else ''} in "
-                f"`{runs_meta.meta_path(self.ctx.results_path).name}`; the CSV is unchanged.")
+                f"`{notebook.meta_path(self.ctx.results_path).name}`; the CSV is unchanged.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from bench.rows import RANDOM_WEIGHTS_NOTE
+from metrics.rows import RANDOM_WEIGHTS_NOTE
 from decoding import BASELINE
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def muted(text: str) -> str:
     return f'<p class="bench-muted">{escape(text)}</p>'
 
 
-RANDOM_MODELS = ("tiny-random/",)  # model ids of the project's random test models (bench/tiny.py)
+RANDOM_MODELS = ("tiny-random/",)  # model ids of the project's random test models (models/tiny/__init__.py)
 
 
 def meaningless_text(rows: list[dict]) -> bool:

@@ -1,19 +1,19 @@
 """Results: the charts of the run just made; the Run page streams into them. Opened without a run of this
 session (a reload, a new visitor), it shows the newest run in the results file instead. Download report
-writes the shown run as one self-contained HTML file (bench/report_html.py)."""
+writes the shown run as one self-contained HTML file (views/report.py)."""
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
-from bench import runs_meta, store
+from store import notebook, archive
 from bench.dashboard.chart_grid import chart_grid, draw
-from bench.dashboard.context import UI_ONLY, Context
+from bench.dashboard.shared import UI_ONLY, AppContext
 from bench.dashboard.html import error_md, summary_md
 
 
 class ResultsPage:
-    def __init__(self, ctx: Context | None = None):
+    def __init__(self, ctx: AppContext | None = None):
         self.ctx = ctx
         with gr.Tab("Results", id="results", elem_id="results-tab") as self.tab:
             with gr.Row(equal_height=False):
@@ -33,18 +33,18 @@ class ResultsPage:
         return {self.summary: summary_md(rows, seconds)}
 
     def show_charts(self, rows: list[dict]) -> dict:
-        return draw(self.plots, pd.DataFrame(rows, columns=store.COLUMNS))
+        return draw(self.plots, pd.DataFrame(rows, columns=archive.COLUMNS))
 
     def rows(self) -> pd.DataFrame:
         path = self.ctx.results_path
         try:
-            df = store.load_rows(path) if path.exists() else pd.DataFrame(columns=store.COLUMNS)
+            df = archive.load_rows(path) if path.exists() else pd.DataFrame(columns=archive.COLUMNS)
         except Exception:  # a broken file: History says why; here there is simply nothing to show
-            df = pd.DataFrame(columns=store.COLUMNS)
-        return runs_meta.apply_meta(df, runs_meta.load_meta(path))
+            df = pd.DataFrame(columns=archive.COLUMNS)
+        return notebook.apply_meta(df, notebook.load_meta(path))
 
     def newest_run(self, df: pd.DataFrame) -> str | None:
-        overview = runs_meta.run_overview(df)
+        overview = notebook.run_overview(df)
         return str(overview["run_id"].iloc[0]) if len(overview) else None
 
     def show_latest(self, current):
@@ -62,7 +62,7 @@ class ResultsPage:
 
     def report(self, current):
         """The shown run (this session's, else the newest on disk) as one HTML file."""
-        from bench.report_html import run_report
+        from views.report import run_report
 
         df = self.rows()
         run_id = current or self.newest_run(df)

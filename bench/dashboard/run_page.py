@@ -14,15 +14,17 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from bench import charts, report, store
+from views import charts, table
+
+from store import archive
 from bench.config import Config, ConfigError, preset_names, preset_path, read_json
-from bench.dashboard.context import UI_ONLY, Context
-from bench.devices import cuda_problem
+from bench.dashboard.shared import UI_ONLY, AppContext
+from models.devices import cuda_problem
 from bench.dashboard.form import build_form, check, config_fields, form_dict, form_values
 from bench.dashboard.html import (IDLE, error_md, errors_md, event_progress, form_error_md, progress_html,
                                   run_failed_md)
 from bench.dashboard.results_page import ResultsPage
-from bench.rows import one_line
+from metrics.rows import one_line
 from bench.dashboard.access import check_model_access
 from bench.runner import Progress, RowDone, Stopped, points, run, total_rows
 
@@ -34,23 +36,23 @@ QUEUED: dict[str, list[threading.Event]] = {}
 # session hash -> how far its running benchmark is (0..1), so "Stopping…" keeps the bar where it was.
 PROGRESS: dict[str, float] = {}
 
-# The CLI's summary columns (bench.report), speed first so it is visible without scrolling.
+# The CLI's summary columns (views.table), speed first so it is visible without scrolling.
 TABLE_FIRST = ["method", "setting", "status", "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence",
                "unstable", "speedup_vs_standard", "aggregate_tokens_per_s_median"]
-TABLE_COLUMNS = sorted(report.COLUMNS, key=lambda c: TABLE_FIRST.index(c[0]) if c[0] in TABLE_FIRST else len(TABLE_FIRST))
+TABLE_COLUMNS = sorted(table.COLUMNS, key=lambda c: TABLE_FIRST.index(c[0]) if c[0] in TABLE_FIRST else len(TABLE_FIRST))
 
 
 def results_table(rows: pd.DataFrame | list[dict]) -> pd.DataFrame:
     """One line per row as numbers (so the browser sorts them right), errors in the last column; the columns
     of the CLI's table for the same rows."""
-    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=store.COLUMNS)
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=archive.COLUMNS)
     out = pd.DataFrame()
     records = df.to_dict("records")
     # A run under load has per-request latencies and delivered rates, not per-call figures: the CLI's load table.
-    columns = report.LOAD_COLUMNS if records and all(map(report.is_load_row, records)) else TABLE_COLUMNS
+    columns = table.LOAD_COLUMNS if records and all(map(table.is_load_row, records)) else TABLE_COLUMNS
     for key, header, fmt in columns:
-        if fmt in report.CELLS:  # intervals, marks and speedups rounded to their CI: text, as the CLI shows them
-            col = pd.Series([report.CELLS[fmt](r, key) for r in records], dtype=object)
+        if fmt in table.CELLS:  # intervals, marks and speedups rounded to their CI: text, as the CLI shows them
+            col = pd.Series([table.CELLS[fmt](r, key) for r in records], dtype=object)
         else:
             col = df[key] if key in df else pd.Series([None] * len(df))
         if "f}" in fmt:  # "{:.1f}" -> round to 1 digit
@@ -81,7 +83,7 @@ def ends_method(config: Config, done: int) -> bool:
 
 
 class RunPage:
-    def __init__(self, ctx: Context, initial: dict | None = None):
+    def __init__(self, ctx: AppContext, initial: dict | None = None):
         self.ctx = ctx
         results_path = str(ctx.results_path)
         with gr.Tab("Run", id="run", elem_id="run-tab"):
@@ -190,7 +192,7 @@ class RunPage:
     def views(self, rows: list[dict], seconds: float | None = None, all_charts: bool = True) -> dict:
         """Table and headline chart; the Results page's charts too when all_charts (a method finished)."""
         out = {self.row_errors: errors_md(rows), self.table: results_table(rows),
-               self.live_chart: charts.tokens_per_s(pd.DataFrame(rows, columns=store.COLUMNS)),
+               self.live_chart: charts.tokens_per_s(pd.DataFrame(rows, columns=archive.COLUMNS)),
                **self.results.show_summary(rows, seconds)}
         if all_charts:
             out.update(self.results.show_charts(rows))

@@ -5,28 +5,28 @@ import gradio as gr
 
 import pandas as pd
 
-from bench import runs_meta, store
-from bench.dashboard.context import UI_ONLY, Context
+from store import notebook, archive
+from bench.dashboard.shared import UI_ONLY, AppContext
 from bench.dashboard.html import muted, samples_html
 
 
 def run_rows(results_path) -> pd.DataFrame:
     """The CSV's rows with the sidecar's names laid over them; none when the CSV cannot be read."""
     try:
-        df = store.load_rows(results_path) if results_path.exists() else pd.DataFrame(columns=store.COLUMNS)
+        df = archive.load_rows(results_path) if results_path.exists() else pd.DataFrame(columns=archive.COLUMNS)
     except Exception:
-        df = pd.DataFrame(columns=store.COLUMNS)
-    return runs_meta.apply_meta(df, runs_meta.load_meta(results_path))
+        df = pd.DataFrame(columns=archive.COLUMNS)
+    return notebook.apply_meta(df, notebook.load_meta(results_path))
 
 
 def run_picker(rows: pd.DataFrame, runs: list[str]) -> list[tuple[str, str]]:
     """(label, run_id) of each run with texts, newest first: name or id, device, model, date, row count."""
-    lines = {line["run_id"]: runs_meta.choice_label(line) for line in runs_meta.run_overview(rows).to_dict("records")}
+    lines = {line["run_id"]: notebook.choice_label(line) for line in notebook.run_overview(rows).to_dict("records")}
     return [(lines.get(str(r), str(r)), r) for r in runs]
 
 
 class SamplesPage:
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: AppContext):
         self.ctx = ctx
         with gr.Tab("Samples", id="samples", elem_id="samples-tab") as self.tab:
             with gr.Row():
@@ -48,14 +48,14 @@ class SamplesPage:
 
     def show(self, run_id, methods, completion, current):
         """The picked run (else this session's latest, else the newest on disk) and its method cards."""
-        records = store.load_outputs(self.ctx.results_path)
+        records = archive.load_outputs(self.ctx.results_path)
         runs = list(dict.fromkeys(r.get("run_id") for r in reversed(records)))
         run_id = run_id if run_id in runs else (current if current in runs else (runs[0] if runs else None))
         in_run = [r for r in records if r.get("run_id") == run_id]
         keys = list(dict.fromkeys(f"{r['method']} [{r['setting']}]" for r in in_run))
         methods = [m for m in methods or [] if m in keys]
         if run_id is None:
-            where = store.outputs_path(self.ctx.results_path)
+            where = archive.outputs_path(self.ctx.results_path)
             return gr.update(choices=[], value=None), gr.update(choices=[], value=[]), \
                 muted(f"No generated texts yet in {where}.")
         rows = run_rows(self.ctx.results_path)

@@ -2,7 +2,7 @@
 requests.jsonl, without rerunning anything; and the requests of one load point as a timeline, so queueing shows.
 
 Benchmarks usually fix their SLOs before the run; every request's times are kept here, so any target can be
-asked after the fact. The recomputation is metrics.load.goodput, the function that filled the CSV's column."""
+asked after the fact. The recomputation is metrics.serving.goodput, the function that filled the CSV's column."""
 from __future__ import annotations
 
 import math
@@ -10,10 +10,12 @@ import math
 import gradio as gr
 import pandas as pd
 
-from bench import charts, store
-from bench.dashboard.context import UI_ONLY, Context
-from bench.requests_log import load_requests
-from metrics.load import RequestRecord, goodput, tpot_s, ttft_s
+from views import charts
+
+from store import archive
+from bench.dashboard.shared import UI_ONLY, AppContext
+from store.requests import load_requests
+from metrics.serving import RequestRecord, goodput, tpot_s, ttft_s
 
 TABLE_COLUMNS = ["engine", "method", "setting", "requests", "failed", "req/s", "goodput at the run's SLOs",
                  "goodput now", "share within"]
@@ -22,9 +24,9 @@ TABLE_COLUMNS = ["engine", "method", "setting", "requests", "failed", "req/s", "
 def load_rows_of(path) -> pd.DataFrame:
     """Finished load rows of the results file, newest run first."""
     try:
-        df = store.load_rows(path)
+        df = archive.load_rows(path)
     except Exception:  # a broken or missing file: nothing to explore
-        return pd.DataFrame(columns=store.COLUMNS)
+        return pd.DataFrame(columns=archive.COLUMNS)
     if df.empty or "request_throughput" not in df:
         return df.iloc[0:0]
     df = df[pd.to_numeric(df["request_throughput"], errors="coerce").notna() & (df["status"].astype(str) == "ok")]
@@ -36,7 +38,7 @@ def run_choices(rows: pd.DataFrame) -> list[str]:
 
 
 def records_by_row(path, rows: pd.DataFrame) -> dict[str, list[RequestRecord]]:
-    keys = {store.row_key(r) for r in rows.to_dict("records")}
+    keys = {archive.row_key(r) for r in rows.to_dict("records")}
     out: dict[str, list[RequestRecord]] = {}
     for record in load_requests(path, keys):
         out.setdefault(record["row_key"], []).append(RequestRecord.from_json(record))
@@ -57,7 +59,7 @@ def recomputed(rows: pd.DataFrame, records: dict[str, list[RequestRecord]], slo_
     out = rows.copy()
     values = []
     for r in out.to_dict("records"):
-        recs = records.get(store.row_key(r), [])
+        recs = records.get(archive.row_key(r), [])
         values.append(goodput(recs, slo_ttft_ms, slo_tpot_ms) if recs else float("nan"))
     out["goodput_at_run"] = pd.to_numeric(out["goodput"], errors="coerce")
     out["goodput"] = values
@@ -90,7 +92,7 @@ def point_label(row: dict) -> str:
 
 
 class SloPage:
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: AppContext):
         self.ctx = ctx
         with gr.Tab("SLO explorer", id="slo", elem_id="slo-tab") as self.tab:
             gr.Markdown("Goodput of every load point of a run, recomputed from `requests.jsonl` for the targets "
@@ -147,5 +149,5 @@ class SloPage:
         rows = [r for r in self.rows_of_run(run_id).to_dict("records") if point_label(r) == label]
         if not rows:
             return charts.request_timeline([])
-        key = store.row_key(rows[0])
+        key = archive.row_key(rows[0])
         return charts.request_timeline(load_requests(self.ctx.results_path, {key}), f"Requests of {label}")

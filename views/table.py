@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from bench.rows import RANDOM_WEIGHTS_NOTE
+from metrics.rows import RANDOM_WEIGHTS_NOTE
 
 # (row key, header, format): a format string, or the name of a cell function below
 COLUMNS = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import store
+from store import archive
 
 
 def requests_path(csv_path: str | Path) -> Path:
@@ -20,13 +20,13 @@ def append_requests(csv_path: str | Path, row: dict, records: list[dict]) -> Non
     """The records of one row, keyed like its texts; raises StoreError (one line) when they cannot be written."""
     if not records:
         return
-    key = store.row_key(row)
+    key = archive.row_key(row)
     text = "".join(json.dumps({"run_id": row["run_id"], "row_key": key, **r}, ensure_ascii=False) + "\n"
                    for r in records)
-    with store.locked(csv_path):
+    with archive.locked(csv_path):
         path = requests_path(csv_path)
-        store.prepare_jsonl(path)
-        store.append_whole(path, text, path)
+        archive.prepare_jsonl(path)
+        archive.append_whole(path, text, path)
 
 
 def load_requests(csv_path: str | Path, row_keys: set[str] | None = None) -> list[dict]:
@@ -34,7 +34,7 @@ def load_requests(csv_path: str | Path, row_keys: set[str] | None = None) -> lis
     path = requests_path(csv_path)
     if not path.exists():
         return []
-    keys = store.row_keys(csv_path) if row_keys is None else set(row_keys)
+    keys = archive.row_keys(csv_path) if row_keys is None else set(row_keys)
     records = []
     for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from bench import tiny
+from models import tiny
 
-SHIPPED_CONFIGS = Path(__file__).resolve().parent / "model_configs"
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 class ModelError(ValueError):
@@ -204,6 +204,25 @@ def load_models(model_id: str, draft_id: str | None, *, device: str = "auto", dt
     pad = pad if isinstance(pad, int) else tokenizer.pad_token_id
     notes = tuple(n for n in (note,) if n)
     return LoadedModels(target, tokenizer, draft, dev, torch_dtype, pad, eos, random_weights, notes)
+
+
+def tokenizer_models(model_id: str, dtype: str, random_weights: bool) -> LoadedModels:
+    """What a run whose engines all run elsewhere (a server) needs here: the tokenizer (to count streamed tokens and to send the prompts
+    the in-process engines see) and the ids it needs, but no weights, which live on the server."""
+    tokenizer, note = load_tokenizer(model_id, random_weights)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    try:
+        from transformers import GenerationConfig
+
+        generation = GenerationConfig.from_pretrained(model_source(model_id))
+        eos = generation.eos_token_id if generation.eos_token_id is not None else eos
+        pad = generation.pad_token_id if generation.pad_token_id is not None else pad
+    except Exception:
+        pass
+    eos = (eos,) if isinstance(eos, int) else tuple(eos or ())
+    # dtype names what the run asked for; the server's own dtype is in its command.
+    return LoadedModels(None, tokenizer, None, torch.device("cpu"), dtype, pad, eos, random_weights,
+                        tuple(n for n in (note,) if n))
 
 
 def check_context(model_id: str, random_weights: bool, prompt_tokens_max: int | None, max_new_tokens: int) -> str | None:

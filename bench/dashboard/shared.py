@@ -12,7 +12,7 @@ UI_ONLY = dict(concurrency_limit=None, api_visibility="private")
 
 
 @dataclass
-class Context:
+class AppContext:
     results_path: Path  # absolute; pinned for the app's lifetime, since History and downloads read its folder
     run_lock: threading.Lock
     allowed_models: frozenset[str] | None = None  # a shared dashboard's allow-list (access.py); None: any model

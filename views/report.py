@@ -1,10 +1,10 @@
 """One self-contained HTML file of one or more runs, to send to a colleague: it opens offline, anywhere.
 
-    python app.py --preset quick --report results/report.html     # after a headless run
-    write_report("report.html", rows, records)            # rows: store.load_rows(...) of some runs
+    python app.py --preset quick --report results/table.html     # after a headless run
+    write_report("table.html", rows, records)            # rows: archive.load_rows(...) of some runs
 
 It holds the runs' settings and environment, the summary table with 95% intervals (the CLI's cells), every
-chart of the Results page (bench.charts.FIGURES) as interactive Plotly with plotly.js embedded once (about
+chart of the Results page (views.charts.FIGURES) as interactive Plotly with plotly.js embedded once (about
 5 MB, no network needed), and the generated texts. Everything from rows and users is escaped.
 """
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import charts, report, runs_meta
+from views import charts, table
+
+from store import notebook
 
 CSS = """
 :root {--border: #cbd5e1; --muted: #64748b; --soft: #f8fafc}
@@ -51,7 +53,7 @@ h3.section {margin: 22px 0 8px; font-size: 14px; color: var(--muted); text-trans
 
 
 def cell(value) -> str:
-    return escape(runs_meta.text(value))
+    return escape(notebook.text(value))
 
 
 def table_html(header: list[str], lines: list[list[str]], classes: list[str] | None = None,
@@ -68,7 +70,7 @@ def table_html(header: list[str], lines: list[list[str]], classes: list[str] | N
 
 
 def runs_section(df: pd.DataFrame) -> str:
-    overview = runs_meta.run_overview(df)
+    overview = notebook.run_overview(df)
     lines = [[r["label"], r["run_id"], r["tags"], r["notes"], r["started"], r["model"], r["device_name"],
               f"{r['ok']} of {r['rows']}"] for r in overview.to_dict("records")]
     return table_html(["run", "run id", "tags", "notes", "started (UTC)", "model", "device", "rows ok"], lines)
@@ -76,7 +78,7 @@ def runs_section(df: pd.DataFrame) -> str:
 
 def settings_section(df: pd.DataFrame) -> str:
     run_ids = list(dict.fromkeys(df["run_id"].astype(str)))
-    diff = runs_meta.settings_diff(df, run_ids, all_keys=True)
+    diff = notebook.settings_diff(df, run_ids, all_keys=True)
     differs = [len(set(line[1:])) > 1 for line in diff.itertuples(index=False)]
     lines = [[str(v) for v in line] for line in diff.itertuples(index=False)]
     note = ("<p class='sub'>Keys that differ between the runs are highlighted.</p>" if len(run_ids) > 1 else "")
@@ -86,12 +88,12 @@ def settings_section(df: pd.DataFrame) -> str:
 def summary_section(df: pd.DataFrame) -> str:
     rows = df.to_dict("records")
     several = df["run_id"].nunique() > 1
-    labels = runs_meta.run_labels(df)
-    header = (["run"] if several else []) + [h for _, h, _ in report.COLUMNS]
+    labels = notebook.run_labels(df)
+    header = (["run"] if several else []) + [h for _, h, _ in table.COLUMNS]
     first_numeric = 1 if several else 0
-    numeric = {i + first_numeric for i, (_, _, fmt) in enumerate(report.COLUMNS) if fmt.startswith("{:.")}
+    numeric = {i + first_numeric for i, (_, _, fmt) in enumerate(table.COLUMNS) if fmt.startswith("{:.")}
     lines = [([labels.get(str(r["run_id"]), str(r["run_id"]))] if several else [])
-             + [report.cell_text(r, k, f) for k, _, f in report.COLUMNS] for r in rows]
+             + [table.cell_text(r, k, f) for k, _, f in table.COLUMNS] for r in rows]
     notes = [
         "tok/s/seq = one sequence's new tokens / its call's latency (what a user waits for); agg tok/s = all new "
         "tokens of a call / its latency (throughput). Compare each only with itself.",
@@ -132,7 +134,7 @@ def samples_section(df: pd.DataFrame, records: list[dict]) -> str:
 
     if not records:
         return "<p class='sub'>No generated texts were found for these runs.</p>"
-    labels = runs_meta.run_labels(df)
+    labels = notebook.run_labels(df)
     out = []
     for run_id in dict.fromkeys(df["run_id"].astype(str)):
         mine = [r for r in records if str(r.get("run_id")) == run_id]
@@ -153,8 +155,8 @@ def report_html(rows: pd.DataFrame, records: list[dict] | None = None, title: st
 
     df = rows.reset_index(drop=True)
     if "hidden" not in df:
-        df = runs_meta.apply_meta(df, {})
-    labels = runs_meta.run_labels(df)
+        df = notebook.apply_meta(df, {})
+    labels = notebook.run_labels(df)
     title = title or "Decoding benchmark: " + ", ".join(labels.values())
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
@@ -186,11 +188,11 @@ def write_report(path: str | Path, rows: pd.DataFrame, records: list[dict] | Non
 
 def run_report(results_path: str | Path, run_ids: list[str], path: str | Path) -> Path:
     """The report of some runs of a results CSV: their rows, the sidecar's names, their texts."""
-    from bench import store
+    from store import archive
 
-    df = store.load_rows(results_path)
-    df = runs_meta.apply_meta(df, runs_meta.load_meta(results_path))
+    df = archive.load_rows(results_path)
+    df = notebook.apply_meta(df, notebook.load_meta(results_path))
     wanted = {str(r) for r in run_ids}
     df = df[df["run_id"].astype(str).isin(wanted)]
-    records = [r for r in store.load_outputs(results_path) if str(r.get("run_id")) in wanted]
+    records = [r for r in archive.load_outputs(results_path) if str(r.get("run_id")) in wanted]
     return write_report(path, df, records)

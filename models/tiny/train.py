@@ -1,9 +1,9 @@
 """Training the shipped tiny pair (`tiny/target`, `tiny/draft`) on the Python standard library.
 
-    python -m bench.tiny train                  # the shipped pair: rewrites models/tiny/ (13-17 min, one CPU core)
-    python -m bench.tiny train --out DIR        # anywhere else
-    python -m bench.tiny train --smoke --out DIR    # seconds: tiny shapes, a few files and steps (the tests run it)
-    python -m bench.tiny train --target-from models/tiny --draft-objective data --out DIR   # only a draft, to compare
+    python -m models.tiny train                  # the shipped pair: rewrites models/tiny/ (13-17 min, one CPU core)
+    python -m models.tiny train --out DIR        # anywhere else
+    python -m models.tiny train --smoke --out DIR    # seconds: tiny shapes, a few files and steps (the tests run it)
+    python -m models.tiny train --target-from models/tiny --draft-objective data --out DIR   # only a draft, to compare
 
 Corpus: every `.py` file of the running interpreter's standard library (`sysconfig.get_paths()["stdlib"]`), code and
 docstrings as written, without the test suites, IDLE, lib2to3, turtledemo, the codec tables, pydoc's topic dump and
@@ -273,7 +273,7 @@ def agreement(target, draft, windows, batch: int = 8) -> float:
 
 
 def tiny_prompts() -> list[str]:
-    preset = Path(__file__).resolve().parents[1] / "presets" / "tiny.json"
+    preset = Path(__file__).resolve().parents[2] / "presets" / "tiny.json"
     return json.loads(preset.read_text())["prompts"]
 
 
@@ -299,7 +299,7 @@ def heldout_snippets(heldout: list[tuple[str, str]], n: int, chars: int = 400) -
 
 def load_pair(folder: Path, draft: str = "draft"):
     """The saved pair as the benchmark loads it (float32 on the CPU)."""
-    from bench.models import load_models
+    from models.loading import load_models
 
     return load_models(str(folder / "target"), str(folder / draft), device="cpu", dtype="float32")
 
@@ -505,13 +505,13 @@ def train(s: Settings, log=print) -> dict:
     eval_s = time.perf_counter() - t0
 
     report = dict(
-        settings=dataclasses.asdict(s) | {"out": portable(Path(s.out), Path(__file__).resolve().parents[1], ".")},
+        settings=dataclasses.asdict(s) | {"out": portable(Path(s.out), Path(__file__).resolve().parents[2], ".")},
         corpus=corpus, figures=figures,
         timings=dict(tokenizer_s=round(tokenizer_s, 1), target_s=round(target_s, 1),
                      draft_s=round(train_s - target_s, 1), eval_s=round(eval_s, 1),
                      total_s=round(time.perf_counter() - started, 1), threads=s.threads,
                      cpu=cpu_name(), torch=torch.__version__),
-        command="python -m bench.tiny train" + ("" if Path(s.out) == default_out() else f" --out {s.out}"),
+        command="python -m models.tiny train" + ("" if Path(s.out) == default_out() else f" --out {s.out}"),
     )
     with open(out / "curve.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(curve[0]))
@@ -545,13 +545,13 @@ def cpu_name() -> str:
 
 
 def default_out() -> Path:
-    from bench.tiny import TRAINED_ROOT
+    from models.tiny import TRAINED_ROOT
 
     return TRAINED_ROOT
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.tiny train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m models.tiny train", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(default_out()), help="folder for target/, draft/ and the records "
                    "(default: the shipped models/tiny)")
     p.add_argument("--smoke", action="store_true", help="tiny shapes, a few files and steps: checks the script runs")

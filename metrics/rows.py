@@ -1,7 +1,7 @@
 """From measured calls to CSV rows: the columns, a row's settings, its figures, speedups and texts.
 
 A row is a plain dict keyed by COLUMNS. Its settings come from the config and the sweep point, its
-figures from the metrics (metrics/), its environment from bench/environment.py.
+figures from the metrics (metrics/), its environment from metrics/environment.py.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def base_row(config, run_id: str, point: Point, engine: str, quantization: str, 
     """Everything but the figures: what ran, where, and how it was measured."""
     import torch
 
-    from bench.environment import environment
+    from metrics.environment import environment
 
     device = models.device if models else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sampling = point.do_sample

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pandas is imported where frames are made: the CLI's store writes need none
     import pandas as pd
 
-from bench.rows import COLUMNS
+from metrics.rows import COLUMNS
 
 ROW_KEY_FIELDS = ("run_id", "method", "setting", "engine", "quantization", "attention")
 # OWASP CSV injection: a spreadsheet runs a cell starting with one of these as a formula.

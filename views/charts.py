@@ -22,8 +22,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from bench.rows import RANDOM_WEIGHTS_NOTE
-from bench.runs_meta import run_labels
+from metrics.rows import RANDOM_WEIGHTS_NOTE
+from store.notebook import run_labels
 from metrics.trace import inter_token_ms, parse_times
 from decoding import BASELINE, METHODS
 
@@ -74,7 +74,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     d["_order"] = d["method"].map(rank).fillna(len(METHODS))
     d = d.sort_values(["run_id", "_order", "batch_size"], kind="stable")
     varying = [k for k in VARIANT_KEYS if k in d and d[k].astype(str).nunique() > 1]
-    from bench.report import best_k
+    from views.table import best_k
 
     starred = best_k(d.to_dict("records"))  # the best k of a k sweep is starred wherever the row appears
     d["label"] = d["method"].astype(str) + " [" + d["setting"].astype(str) + "]" + \
@@ -273,7 +273,7 @@ def speedup(df: pd.DataFrame) -> go.Figure:
         return empty(title, f"needs the {BASELINE} method in the run")
     fig = go.Figure(bars(d, "speedup_vs_standard", fmt=".2f", unit="×", ci="speedup_vs_standard"))
     if d["run"].nunique() == 1:  # each bar says its value as its interval allows, or that it is no difference
-        from bench.report import speedup as speedup_text
+        from views.table import speedup as speedup_text
 
         fig.update_traces(text=[speedup_text(r, "speedup_vs_standard").replace("x", "×")
                                 for r in d.to_dict("records")], textfont_size=10)
@@ -622,7 +622,7 @@ def goodput(df: pd.DataFrame) -> go.Figure:
 def request_timeline(records: list[dict], title: str = "Requests of one load point") -> go.Figure:
     """Each request a bar from its arrival to its last token, waiting (arrival to first token) apart from
     decoding, its first token marked: queueing shows as bars that start late in their light part.
-    Takes the records of one row from requests.jsonl (bench.requests_log.load_requests)."""
+    Takes the records of one row from requests.jsonl (store.requests.load_requests)."""
     if not records:
         return empty(title, "pick a load point")
     rows = sorted(records, key=lambda r: r.get("request_id", 0))

@@ -63,7 +63,7 @@ def load_meta(results_path: str | Path) -> dict[str, dict]:
 def update_meta(results_path: str | Path, run_id: str, **changes) -> dict:
     """Set fields of one run's entry (name, tags, notes, hidden); returns the entry. A field set to None is
     removed, so the CSV's own value shows again."""
-    from bench.store import StoreError, locked
+    from store.archive import StoreError, locked
 
     unknown = set(changes) - set(FIELDS)
     if unknown:
