@@ -480,15 +480,6 @@ def append_result(csv_path: str | Path, row: dict, outputs: list[dict]) -> None:
 # --- reading -----------------------------------------------------------------------------------------
 
 
-def header_of(path: Path) -> list[str] | None:
-    path = Path(path)
-    data = read_bytes(path)
-    if not data:
-        return None
-    end = first_record_end(data)
-    return parse_record(data if end is None else data[:end]) or None
-
-
 def complete_csv(path: str | Path) -> bytes:
     """The file without a torn last record, so a reader never sees half a row."""
     data = read_bytes(Path(path))

@@ -1,5 +1,5 @@
-"""The architecture as a specification: one list per axis that every consumer reads, `--help` without
-torch, and no import cycles anywhere in the project."""
+"""The architecture as a specification: the folders are layers and every import points down LAYERS, one list per
+axis that every consumer reads, `--help` without torch, and no import cycles between modules or folders."""
 import ast
 import dataclasses
 import json
@@ -10,12 +10,25 @@ import pytest
 
 from conftest import ROOT
 
-PACKAGES = ("bench", "decoding", "engines", "metrics", "scenarios")
+# The layers, top first. A module may import its own layer and the layers below it, never one above; lazy
+# imports (inside functions) count the same.
+LAYERS = [
+    "bench",      # the app: config, cli, runner, dashboard/
+    "views",      # charts (FIGURES), the CLI table, the HTML report, run comparison, samples HTML
+    "store",      # runs.csv + outputs.jsonl, requests.jsonl, the run notebook sidecar
+    "scenarios",  # SCENARIOS: per_call, load
+    "engines",    # ENGINES: hf, hf_compiled, fast/, continuous, server/
+    "metrics",    # METRICS and trackers, rows built from them, statistics, the environment
+    "decoding",   # METHODS and the method seam (decoding/types.py)
+    "models",     # loading, variants, devices, prompts, the shipped configs, the tiny pair
+]
+PACKAGES = tuple(LAYERS)
+# Entry points sit above every layer: they may import any of them, and nothing imports them.
+ENTRY_POINTS = ("app.py", "benchmarks", "scripts", "models/tiny/train.py", "models/tiny/__main__.py")
 
 
 def test_every_consumer_reads_the_method_registry(tmp_path):
-    from views import charts, table  # noqa: F401
-    from bench import cli, config  # noqa: F401
+    from bench import cli
     from bench.config import Config
     from bench.runner import points
     from decoding import METHODS, Settings
@@ -58,7 +71,7 @@ def test_no_method_name_is_written_outside_its_own_file():
 
     allowed = {ROOT / "decoding" / f"{name}.py" for name in METHODS} | {ROOT / "decoding" / "__init__.py"}
     offenders = []
-    for package in ("bench", "engines", "metrics", "scenarios", "decoding"):
+    for package in LAYERS:
         for path in (ROOT / package).rglob("*.py"):
             if path in allowed:
                 continue
@@ -121,6 +134,110 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         if node not in state and (cycle := visit(node)):
             return cycle
     return None
+
+
+def project_files() -> dict[str, object]:
+    """Every Python file of the project, tests and docs aside: relative path -> Path."""
+    files = {}
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in ("tests", "docs", ".venv", ".cache", ".git", "results") or rel.parts[0].startswith("."):
+            continue
+        files[rel.as_posix()] = path
+    return files
+
+
+def imported_tops(path) -> list[tuple[int, str]]:
+    """(line, first name) of every absolute import in the file, at any depth."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+    return out
+
+
+def is_entry_point(rel: str) -> bool:
+    return any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in ENTRY_POINTS)
+
+
+def upward_imports(files: dict[str, object]) -> list[str]:
+    """Imports that point up LAYERS, or into an entry point, as 'file:line layer -> layer'."""
+    rank = {layer: i for i, layer in enumerate(LAYERS)}
+    entry_modules = {e.removesuffix(".py").replace("/", ".") for e in ENTRY_POINTS}
+    bad = []
+    for rel, path in sorted(files.items()):
+        for line, module in imported_tops(path):
+            if any(module == m or module.startswith(m + ".") for m in entry_modules):
+                bad.append(f"{rel}:{line} imports the entry point {module}")
+                continue
+            if is_entry_point(rel):
+                continue
+            here, there = rel.split("/")[0], module.split(".")[0]
+            if here not in rank:
+                bad.append(f"{rel}:{line} lies outside every layer; add its folder to LAYERS")
+            elif there in rank and rank[there] < rank[here]:
+                bad.append(f"{rel}:{line} {here} -> {there} points up")
+    return bad
+
+
+def folder_graph(files: dict[str, object]) -> dict[str, set[str]]:
+    graph = {layer: set() for layer in LAYERS}
+    for rel, path in files.items():
+        here = rel.split("/")[0]
+        if is_entry_point(rel) or here not in graph:
+            continue
+        graph[here] |= {m.split(".")[0] for _, m in imported_tops(path) if m.split(".")[0] in graph} - {here}
+    return graph
+
+
+def test_every_folder_is_a_layer_and_every_import_points_down():
+    files = project_files()
+    tops = {rel.split("/")[0] for rel in files if "/" in rel and not is_entry_point(rel)}
+    assert tops <= set(LAYERS), f"folders outside LAYERS: {sorted(tops - set(LAYERS))}"
+    assert not (bad := upward_imports(files)), "\n".join(bad)
+
+
+def test_an_upward_or_lazy_upward_import_fails(tmp_path):
+    """The check itself: a model-layer module that lazily imports the runner is caught, so is one importing an
+    entry point, and a plain downward import is not."""
+    up = tmp_path / "up.py"
+    up.write_text("def f():\n    from bench.runner import run\n    import views.charts\n")
+    down = tmp_path / "down.py"
+    down.write_text("from decoding.types import Request\nimport models.loading\n")
+    entry = tmp_path / "entry.py"
+    entry.write_text("import models.tiny.train\n")
+    bad = upward_imports({"models/up.py": up, "engines/down.py": down, "metrics/entry.py": entry})
+    assert bad == ["metrics/entry.py:1 imports the entry point models.tiny.train",
+                   "models/up.py:2 models -> bench points up", "models/up.py:3 models -> views points up"]
+
+
+def test_no_cycle_between_folders():
+    graph = folder_graph(project_files())
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+    assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]  # and the check sees one between two folders
+
+
+def non_test_lines() -> dict[str, int]:
+    """Top-level package (or entry point) -> lines of Python in it."""
+    lines: dict[str, int] = {}
+    for rel, path in project_files().items():
+        top = rel.split("/")[0]
+        lines[top] = lines.get(top, 0) + len(path.read_text().splitlines())
+    return lines
+
+
+def test_no_package_holds_more_than_a_quarter_of_the_code():
+    lines = non_test_lines()
+    total = sum(lines.values())
+    assert {t: n for t, n in lines.items() if n > 0.25 * total} == {}, (total, lines)
+
+
+def test_no_module_outside_the_chart_catalogue_exceeds_400_lines():
+    long = {rel: n for rel, path in project_files().items()
+            if (n := len(path.read_text().splitlines())) > 400 and rel != "views/charts.py"}
+    assert long == {}
 
 
 def test_find_cycle_finds_one():

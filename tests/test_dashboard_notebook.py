@@ -18,7 +18,7 @@ from bench.dashboard.html import summary_md
 
 from store import notebook, archive
 from bench.dashboard.history import change_table, diff_table, history_view, load_history, table_view, visible
-from bench.dashboard.html import samples_html
+from views.samples import samples_html
 
 
 def run_rows(run_id: str, speed: float, ci: float = 0.05, device_name: str = "Intel Xeon", **extra) -> list[dict]:

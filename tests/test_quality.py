@@ -60,7 +60,7 @@ def test_each_text_knows_where_it_leaves_greedy(rows, run_dir):
     """outputs.jsonl marks, per text, whether it equals standard greedy's and which characters its first
     differing token decodes to; the Samples page highlights exactly those characters."""
     from store import archive
-    from bench.dashboard.html import samples_html
+    from views.samples import samples_html
 
     records = archive.load_outputs(run_dir / "runs.csv")
     by = {}
@@ -84,7 +84,7 @@ def test_each_text_knows_where_it_leaves_greedy(rows, run_dir):
 
 def test_texts_carry_their_prompt_so_samples_show_it_without_the_session(rows, run_dir):
     from store import archive
-    from bench.dashboard.html import samples_html
+    from views.samples import samples_html
     from conftest import PROMPTS
 
     records = archive.load_outputs(run_dir / "runs.csv")

@@ -91,7 +91,7 @@ def test_a_load_runs_texts_carry_their_dataset_prompt(tmp_path):
 
     from store import archive
     from bench.config import Config
-    from bench.dashboard.html import samples_html
+    from views.samples import samples_html
     from bench.runner import run_all
 
     dataset = tmp_path / "mix.jsonl"

@@ -130,7 +130,7 @@ def charts_section(df: pd.DataFrame) -> str:
 
 
 def samples_section(df: pd.DataFrame, records: list[dict]) -> str:
-    from bench.dashboard.html import samples_html  # plain functions of rows; no gradio
+    from views.samples import samples_html
 
     if not records:
         return "<p class='sub'>No generated texts were found for these runs.</p>"

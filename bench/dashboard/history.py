@@ -91,12 +91,6 @@ def filter_choices(df: pd.DataFrame, key: str, runs: list | None = None) -> list
     return sorted(v for v in df[key].dropna().astype(str).unique() if v)
 
 
-def still_valid(values: list | None, choices: list) -> list:
-    """Picked values that are still offered."""
-    valid = {c[1] if isinstance(c, tuple) else c for c in choices}
-    return [v for v in values or [] if v in valid]
-
-
 def with_picked(choices: list, picked: list | None) -> list:
     """Choices plus any picked value they no longer hold (its file was dropped), marked as gone: the
     filter keeps what the user ticked, and the user can untick it."""

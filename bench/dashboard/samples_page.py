@@ -7,7 +7,7 @@ import pandas as pd
 
 from store import notebook, archive
 from bench.dashboard.shared import UI_ONLY, AppContext
-from bench.dashboard.html import muted, samples_html
+from views.samples import muted, samples_html
 
 
 def run_rows(results_path) -> pd.DataFrame:
