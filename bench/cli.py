@@ -1,7 +1,7 @@
 """Command line: `python app.py --preset tiny` runs headless; `python app.py` starts the dashboard.
 
 Every config key is a flag (`max_new_tokens` -> `--max-new-tokens`), made from the key's own help,
-type and limits in bench/config.py: adding a key adds its flag. Only `--preset`, `--config` and the
+kind and limits (bench/config.py, and the `options` of methods, engines and scenarios): adding a key adds its flag. Only `--preset`, `--config` and the
 dashboard's serving flags are written here.
 """
 from __future__ import annotations
@@ -36,24 +36,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def convert(f, text: str):
-    """A flag's text as the config value; Config checks kinds and limits afterwards, in its own words."""
-    kind = f.metadata["kind"]
-    element = kind.split("[")[-1].rstrip("]") if "list" in kind else kind
-    cast = {"int": int, "float": float}.get(element, str)
-    try:
-        if "list" in kind:
-            items = [cast(x.strip()) for x in text.split(",") if x.strip()]
-            single = kind.startswith(element + "|") and len(items) == 1 and "," not in text
-            return items[0] if single and element != "str" else items
-        if kind == "optstr":
-            return text or None
-        return cast(text)
-    except ValueError:
-        one, many = {"int": ("an integer", "integers"), "float": ("a number", "numbers")}[element]
-        expected = f"a comma-separated list of {many}" if kind.startswith("list") else one
-        if "|list" in kind:
-            expected = f"{one} or a comma-separated list of {many}"
-        raise ConfigError(f"flag {flag_of(f)} got {text!r}: expected {expected} (see config key '{f.name}' in --help)")
+    """A flag's text as the config value (decoding/options.py); Config checks kinds and limits afterwards."""
+    return f.metadata["type"].from_text(f.name, text, flag_of(f))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -99,7 +83,7 @@ def headless(config: Config, report: str | None = None) -> int:
 
     from views.table import table
     from bench.runner import Progress, RowDone, Stopped, run, total_rows
-    from store.archive import StoreError
+    from store.files import StoreError
 
     rows = []
     bar = tqdm(total=total_rows(config), unit="row", file=sys.stderr, dynamic_ncols=True)

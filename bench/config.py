@@ -1,4 +1,5 @@
-"""The one validated config object: the only place defaults and limits live.
+"""The one validated config object: the shared keys below, plus the keys each method, engine and scenario
+declares in its registry entry (`options`).
 
 Presets, --config files, CLI flags and the dashboard form all become a dict of these keys, and
 `Config.from_dict` turns that into a Config or raises ConfigError with one line naming the key.
@@ -7,15 +8,15 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from models.variants import ATTENTIONS, DTYPES, QUANTIZATIONS
 from decoding import METHODS, Settings
 from decoding.method import with_options
-from decoding.types import option
+from decoding.options import ConfigError, option
 from engines import ENGINES
+from models.variants import ATTENTIONS, DTYPES, QUANTIZATIONS
+from scenarios import SCENARIOS
 
 METHOD_NAMES = tuple(METHODS)
 ENGINE_NAMES = tuple(ENGINES)
@@ -27,24 +28,21 @@ DEFAULT_PROMPTS = [
 ]
 
 
-class ConfigError(ValueError):
-    """Bad configuration; the message is one line that names the key and what is allowed."""
-
-
 def choices_help(registry: dict) -> str:
     return "; ".join(f"{name}: {spec.help}" for name, spec in registry.items())
 
 
 @dataclass
 class Config:
-    """One benchmark run's settings. The keys each method declares for itself are added below the class."""
+    """One benchmark run's settings. The keys each method, engine and scenario declares are added below the class."""
 
     model: str = option("Qwen/Qwen3-4B", "target model: Hugging Face id, local folder, or tiny/target", "str")
     draft_model: str | None = option("Qwen/Qwen3-0.6B", "draft model for speculative decoding (same tokenizer as the target); null for none", "optstr")
     methods: list = option(list(METHOD_NAMES), f"decoding methods to run ({choices_help(METHODS)})", "list[str]", choices=METHOD_NAMES)
     engine: list = option(["hf"], f"engine(s); a list compares them ({choices_help(ENGINES)})", "str|list[str]", choices=ENGINE_NAMES)
-    prompts: list = option(DEFAULT_PROMPTS, "prompts, one string each", "list[str]", flag="prompt")
-    completions_per_prompt: object = option(1, "completions per prompt: one integer, or a list with one count per prompt", "int|list[int]", lo=1, hi=1000, flag="completions")
+    prompts: list = option(DEFAULT_PROMPTS, "prompts, one string each", "list[str]", flag="prompt", exact=True,
+                           repeats=True, blank="has an empty prompt: give every prompt some text")
+    completions_per_prompt: object = option(1, "completions per prompt: one integer, or a list with one count per prompt", "int|list[int]", lo=1, hi=1000, flag="completions", repeats=True)
     prompt_length: int = option(0, "0 keeps prompts as written; N cuts or repeats each prompt to exactly N tokens", "int", lo=0, hi=131072)
     chat_template: bool = option(True, "apply the tokenizer's chat template when it has one (thinking off for Qwen3)", "bool")
     max_new_tokens: int = option(128, "new tokens per sequence", "int", lo=1, hi=32768)
@@ -78,26 +76,6 @@ class Config:
     tags: str | None = option(None, "comma-separated tags for the run, e.g. fp16,baseline (History can change them later)", "optstr")
     run_notes: str | None = option(None, "free-text notes about the run, kept in every row of it", "optstr")
     results: str = option("results/runs.csv", "CSV the rows are appended to; outputs.jsonl goes beside it", "str")
-    # The load scenario (scenarios/load.py): it runs when one of these is set or an engine only serves.
-    concurrency: list = option([], "load: closed loop, requests kept in flight; a list sweeps", "list[int]", lo=1, hi=100000)
-    request_rate: list = option([], "load: open loop, requests/s arriving at random (Poisson; gamma with burstiness); inf sends all at once; a list sweeps", "list[float]", lo=0.001, hi=math.inf)
-    burstiness: float = option(1.0, "load: gamma shape of the arrival gaps; 1 is Poisson, below 1 burstier", "float", lo=0.01, hi=100.0)
-    num_requests: int = option(0, "load: measured requests per load point; 0: one per prompt x completion (or as many as duration_s allows)", "int", lo=0, hi=1000000)
-    duration_s: float = option(0.0, "load: stop sending after this many seconds; 0: no limit", "float", lo=0.0, hi=86400.0)
-    warmup_requests: int = option(2, "load: requests sent before each load point, not measured", "int", lo=0, hi=10000)
-    dataset: str | None = option(None, "load: JSONL file of {\"prompt\": ..., \"output_tokens\": ...} lines used instead of prompts (e.g. datasets/chat_mix.jsonl)", "optstr")
-    slo_ttft_ms: float = option(0.0, "load: time-to-first-token target for goodput; 0: none", "float", lo=0.0, hi=1e7)
-    slo_tpot_ms: float = option(0.0, "load: time-per-output-token target for goodput; 0: none", "float", lo=0.0, hi=1e7)
-    max_batch_size: int = option(8, "load: most requests in one batch (static batching of call engines, continuous batching)", "int", lo=1, hi=4096)
-    cb_num_blocks: int = option(256, "continuous engine: KV cache blocks (the cache holds cb_num_blocks x cb_block_size tokens)", "int", lo=1, hi=10000000)
-    cb_block_size: int = option(32, "continuous engine: tokens per KV cache block", "int", lo=4, hi=4096)
-    endpoint: str | None = option(None, "server engine: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 ({port}: the port server_command got)", "optstr")
-    served_model: str | None = option(None, "server engine: model name sent in requests; null: the first one the server lists", "optstr")
-    api: str = option("completions", "server engine: completions (the prompt as the in-process engines see it) or chat (the server applies its template)", "str", choices=("completions", "chat"))
-    api_key_env: str = option("OPENAI_API_KEY", "server engine: environment variable holding the API key (never written anywhere)", "str")
-    server_command: list = option([], "server engine: command lines the tool starts, one server at a time ({port}, {model} filled in); a list sweeps", "list[str]")
-    server_start_timeout_s: float = option(600.0, "server engine: seconds a started server has to answer /health or /v1/models", "float", lo=1.0, hi=7200.0)
-    request_timeout_s: float = option(600.0, "load: seconds one request may take before it counts as failed", "float", lo=1.0, hi=86400.0)
 
     @classmethod
     def from_dict(cls, data: dict, check_models: bool = True) -> "Config":
@@ -205,7 +183,8 @@ class Config:
         return asdict(self)
 
 
-Config = with_options(Config, METHODS.values())
+# Registry order: a method's keys, then an engine's, then a scenario's; their own help says which one they belong to.
+Config = with_options(Config, [*METHODS.values(), *ENGINES.values(), *SCENARIOS.values()])
 
 
 def check_writable(path: str) -> None:
@@ -218,76 +197,9 @@ def check_writable(path: str) -> None:
         raise ConfigError(f"config key 'results': cannot write '{path}' ({e.strerror or e}); pick a writable .csv path")
 
 
-def describe(kind: str, f) -> str:
-    m = f.metadata
-    what = {"str": "a string", "optstr": "a string or null", "int": "an integer", "float": "a number",
-            "bool": "true or false", "list[str]": "a list of strings", "list[int]": "a list of integers",
-            "list[float]": "a list of numbers",
-            "int|list[int]": "an integer or a list of integers", "str|list[str]": "a string or a list of strings"}[kind]
-    if m["choices"]:
-        what += f" from {', '.join(m['choices'])}"
-    if m["lo"] is not None:
-        what += f" in {m['lo']}..{m['hi']}"
-    return what
-
-
 def coerce(f, value):
-    """Check one value against its field's kind and limits; lists of one kind come back as lists."""
-    m = f.metadata
-    kind = m["kind"]
-
-    def bad(got=value):
-        return ConfigError(f"config key '{f.name}' must be {describe(kind, f)}, got {json.dumps(got)}")
-
-    def scalar(k, v):
-        if k == "str":
-            if f.name == "prompts" and isinstance(v, str) and not v.strip():
-                raise ConfigError("config key 'prompts' has an empty prompt: give every prompt some text")
-            if not isinstance(v, str) or not v.strip():
-                raise bad()
-            if m["choices"] and v not in m["choices"]:
-                close = difflib.get_close_matches(v, list(m["choices"]), n=1, cutoff=0.5) or \
-                    [c for c in m["choices"] if v.lower() in c.lower()][:1]
-                error = bad(v)
-                raise ConfigError(f"{error}; did you mean {close[0]}?") if close else error
-            return v if f.name == "prompts" else v.strip()  # a prompt is used exactly as written
-        if k == "bool":
-            if not isinstance(v, bool):
-                raise bad()
-            return v
-        if k == "int":
-            if isinstance(v, bool) or not isinstance(v, int):
-                if isinstance(v, float) and v.is_integer():
-                    v = int(v)
-                else:
-                    raise bad()
-        if k == "float":
-            if isinstance(v, str) and m["hi"] == math.inf:  # "inf" (JSON has no infinity), and the form's text
-                try:
-                    v = float(v)
-                except ValueError:
-                    raise bad() from None
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) or v == m["hi"]):
-                raise bad()
-            v = float(v)
-        if m["lo"] is not None and not (m["lo"] <= v <= m["hi"]):
-            raise bad(v)
-        return v
-
-    if kind == "optstr":
-        return None if value in (None, "") else scalar("str", value)
-    if kind in ("str", "int", "float", "bool"):
-        return scalar(kind, value)
-    element = kind.split("[")[1].rstrip("]")
-    if kind.startswith(element + "|") and not isinstance(value, list):
-        v = scalar(element, value)
-        return [v] if element == "str" else v
-    if not isinstance(value, list) or (not value and default_of(f) != []):  # an empty default: empty is allowed
-        raise bad()
-    out = [scalar(element, v) for v in value]
-    if len(set(map(str, out))) != len(out) and f.name != "prompts" and f.name != "completions_per_prompt":
-        raise ConfigError(f"config key '{f.name}' lists a value twice: {json.dumps(value)}")
-    return out
+    """One value checked against its field's kind and limits (decoding/options.py)."""
+    return f.metadata["type"].coerce(f.name, value, f.metadata, empty_ok=default_of(f) == [])
 
 
 def read_json(path: str | Path) -> dict:
@@ -321,4 +233,5 @@ def default_of(f) -> object:
 
 def field_help() -> dict[str, tuple[str, str]]:
     """key -> (help, allowed values), for --help, the README and the dashboard."""
-    return {f.name: (f.metadata["help"], describe(f.metadata["kind"], f)) for f in fields(Config)}
+    return {f.name: (f.metadata["help"], f.metadata["type"].describe(f.metadata["choices"], f.metadata["lo"],
+                                                                     f.metadata["hi"])) for f in fields(Config)}

@@ -24,7 +24,7 @@ from models.prompts import tokenize_prompts
 from metrics.rows import add_speedups, base_row, one_line
 from models.variants import variants
 from decoding import BASELINE, METHODS
-from engines import make_engine, needs_weights
+from engines import engine_options, make_engine, needs_weights, options_text
 from metrics.memory import is_out_of_memory
 from metrics.quality import against_baseline, mark_divergence
 from scenarios import scenario_for
@@ -63,7 +63,7 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
         except Exception as e:  # a model that fails to load is recorded per row, and the run goes on
             for engine_name in config.engine:
                 for point in points(config):
-                    row = base_row(config, run_id, point, engine_name, quantization, attention, None)
+                    row = new_row(config, run_id, point, engine_name, quantization, attention, None)
                     row.update(status="oom" if is_out_of_memory(e) else "error",
                                error=one_line(f"model load failed: {e}"))
                     archive.append_row(config.results, row)
@@ -113,13 +113,20 @@ def make_jobs(config: Config, run_id: str, models, quantization: str, attention:
         if models.target is not None else float("nan")
     jobs = []
     for engine_name in config.engine:
-        ctx = ScenarioContext(config, run_id, models, make_engine(engine_name, models), engine_name, prompts, stop_event,
-                      once.get("bandwidth", float("nan")), reference_model(config, models, quantization, once),
-                      heldout)
+        ctx = ScenarioContext(config, run_id, models, make_engine(engine_name, models, config), engine_name, prompts,
+                              stop_event, once.get("bandwidth", float("nan")),
+                              reference_model(config, models, quantization, once), heldout)
         scenario = scenario_for(config)
-        jobs += [scenario.Job(ctx, p, base_row(config, run_id, p, engine_name, quantization, attention, models))
+        jobs += [scenario.Job(ctx, p, new_row(config, run_id, p, engine_name, quantization, attention, models))
                  for p in points(config)]
     return jobs
+
+
+def new_row(config: Config, run_id: str, point, engine_name: str, quantization: str, attention: str, models) -> dict:
+    """A row's settings, its engine's own options included, so a figure always says how it was made."""
+    row = base_row(config, run_id, point, engine_name, quantization, attention, models)
+    row["engine_options"] = options_text(engine_options(engine_name, config))
+    return row
 
 
 def reference_model(config: Config, models, quantization: str, once: dict):

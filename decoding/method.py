@@ -44,7 +44,7 @@ class Method:
     needs_draft: bool = False  # loads the draft model
     drafts: bool = False  # proposes draft tokens: rows carry acceptance figures
     sweeps_batch: bool = False  # its rows differ by batch size
-    options: dict = field(default_factory=dict)  # config keys of its own: name -> decoding.types.option(...)
+    options: dict = field(default_factory=dict)  # config keys of its own: name -> decoding.options.option(...)
     check: Callable | None = None  # (config) -> error message or None, for limits between keys
 
     def __call__(self, inputs: Inputs, settings: SharedSettings, engine: Engine, probe: Probe, **call) -> Generation:
@@ -56,11 +56,20 @@ class Method:
         return self.sweep(config, self.name)
 
 
-def with_options(base: type, methods) -> type:
-    """`base` plus the config keys the methods declare, as a dataclass of the same name and kind."""
+def with_options(base: type, entries) -> type:
+    """`base` plus the config keys the registry entries (methods, engines, scenarios) declare in `options`, as a
+    dataclass of the same name and kind. Two entries may share a key only by declaring the same option."""
+    declared: dict = {}
+    for entry in entries:
+        for key, opt in entry.options.items():
+            if key in declared and declared[key][1] is not opt:
+                raise ValueError(f"config key '{key}' is declared by {declared[key][0]} and {entry.name}")
+            if key in getattr(base, "__dataclass_fields__", {}):
+                raise ValueError(f"config key '{key}' of {entry.name} is already a shared key")
+            declared.setdefault(key, (entry.name, opt))
     # A fresh Field per class: dataclasses write the owner's details into the Field object.
     extra = [(key, object, field(default=opt.default, default_factory=opt.default_factory, metadata=opt.metadata))
-             for m in methods for key, opt in m.options.items()]
+             for key, (_, opt) in declared.items()]
     if not extra:
         return base
     return make_dataclass(base.__name__, extra, bases=(base,), frozen=base.__dataclass_params__.frozen,

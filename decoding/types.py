@@ -8,7 +8,7 @@ a measured call's probe does not trace, so that costs it nothing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so config and --help never load it
@@ -73,31 +73,42 @@ class Request:
     logits_options: tuple[tuple[str, float], ...] = ()
 
 
+@dataclass(frozen=True)
+class DraftStats:
+    """What a drafting call did (speculative decoding, prompt lookup); all zero for a call that drafts nothing.
+
+    The acceptance counts follow metrics/drafts.py, which builds them (`draft_stats`): rounds that verified drafts,
+    cut at a forced run's natural EOS."""
+
+    drafted: int = 0  # draft tokens proposed to the target (speculative, prompt lookup)
+    accepted: int = 0  # of those, accepted by the target
+    rounds: int = 0  # target forwards that verified at least one draft
+    accepted_by_position: tuple[int, ...] = ()  # [i]: rounds whose draft i + 1 was accepted
+    offered_by_position: tuple[int, ...] = ()  # [i]: rounds that proposed a draft i + 1
+    natural_eos: int | None = None  # forced length: first new-token index where the target's own choice was EOS
+    # The work done, forced tail and rounds without drafts included (for cost models, not acceptance).
+    target_forwards: int = 0  # every target forward of a drafting call, the prefill included
+    drafted_all: int = 0  # every draft token proposed
+
+
+@dataclass(eq=False)
 class Generation:
     """What an engine returns. `sequences` holds new tokens only (no prompt), right-padded.
 
     `new_tokens` is counted from the sequences on first access, not by the engine: counting reads
     the device, and the runner asks only after its clock has stopped."""
 
-    def __init__(self, sequences: torch.Tensor, eos_token_ids, drafted: int = 0, accepted: int = 0,
-                 verify_steps: int = 0, engine: str = "hf", notes: list[str] | None = None, *,
-                 accepted_by_position: tuple[int, ...] = (), offered_by_position: tuple[int, ...] = (),
-                 natural_eos: int | None = None, target_forwards: int = 0, drafted_all: int = 0):
-        # Acceptance counts follow metrics/drafts.py: rounds that verified drafts, cut at a forced run's natural EOS.
-        self.sequences = sequences  # (N, T) long; N = batch * num_return_sequences
-        self.eos_token_ids = tuple(eos_token_ids)
-        self.drafted = drafted  # draft tokens proposed to the target (speculative, prompt lookup)
-        self.accepted = accepted  # of those, accepted by the target
-        self.verify_steps = verify_steps  # rounds: target forwards that verified at least one draft
-        self.accepted_by_position = tuple(accepted_by_position)  # [i]: rounds whose draft i + 1 was accepted
-        self.offered_by_position = tuple(offered_by_position)  # [i]: rounds that proposed a draft i + 1
-        self.natural_eos = natural_eos  # forced length: first new-token index where the target's own choice was EOS
-        # The work done, forced tail and rounds without drafts included (for cost models, not acceptance).
-        self.target_forwards = target_forwards  # every target forward of a drafting call, the prefill included
-        self.drafted_all = drafted_all  # every draft token proposed
-        self.engine = engine  # the engine that really produced the tokens
-        self.notes = list(notes or [])
-        self._new_tokens: list[int] | None = None
+    sequences: torch.Tensor  # (N, T) long; N = batch * num_return_sequences
+    eos_token_ids: tuple[int, ...]
+    _: KW_ONLY
+    engine: str = "hf"  # the engine that really produced the tokens
+    notes: list[str] = field(default_factory=list)  # copied: an engine may pass a list it keeps adding to
+    drafts: DraftStats = DraftStats()
+    _new_tokens: list[int] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        self.eos_token_ids = tuple(self.eos_token_ids)
+        self.notes = list(self.notes or [])
 
     @property
     def new_tokens(self) -> list[int]:
@@ -156,17 +167,6 @@ class Engine(Protocol):
     name: str
 
     def generate(self, request: Request, probe: Probe) -> Generation: ...
-
-
-def option(default, help: str, kind: str, choices=None, lo=None, hi=None, flag: str | None = None):
-    """A config field that carries its own help, type and limits; `flag` renames its CLI flag.
-
-    kind is one of str, optstr, int, float, bool, list[str], list[int], int|list[int], str|list[str]."""
-    factory = (lambda: list(default)) if isinstance(default, list) else None
-    meta = dict(help=help, kind=kind, choices=choices, lo=lo, hi=hi, flag=flag)
-    if factory:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 class UnsupportedSetting(ValueError):

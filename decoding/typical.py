@@ -1,7 +1,8 @@
 from decoding.method import Method, one_point
 from decoding.nucleus import item_seed
 from decoding.standard import length
-from decoding.types import Engine, Generation, Inputs, Probe, Request, SharedSettings, option
+from decoding.options import option
+from decoding.types import Engine, Generation, Inputs, Probe, Request, SharedSettings
 
 
 def typical(inputs: Inputs, settings: SharedSettings, engine: Engine, probe: Probe) -> Generation:

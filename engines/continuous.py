@@ -54,8 +54,9 @@ def manager_for(model, generation, *, num_blocks: int, block_size: int, max_batc
 class ContinuousEngine:
     name = "continuous"
 
-    def __init__(self, models):
+    def __init__(self, models, cb_num_blocks: int = 256, cb_block_size: int = 32):
         self.models = models
+        self.num_blocks, self.block_size = cb_num_blocks, cb_block_size  # its config keys (engines/__init__.py)
 
     def generate(self, request, probe):
         raise UnsupportedSetting("engine 'continuous' runs under the load scenario: set concurrency or request_rate")
@@ -88,8 +89,8 @@ class ContinuousSession:
                                       **(dict(temperature=t.temperature, top_p=t.top_p, top_k=t.top_k) if t.do_sample
                                          else {}))
         longest = max(len(item.ids) for item in self.job.items)
-        self.manager = manager_for(m.target, generation, num_blocks=config.cb_num_blocks,
-                                   block_size=config.cb_block_size,
+        self.manager = manager_for(m.target, generation, num_blocks=self.engine.num_blocks,
+                                   block_size=self.engine.block_size,
                                    max_batch_tokens=max(512, longest + config.max_batch_size),
                                    max_requests=config.max_batch_size, seed=t.seed)
         if hasattr(self.manager, "warmup"):

@@ -8,8 +8,8 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 from transformers.generation import logits_process
 from transformers.generation.logits_process import MinNewTokensLengthLogitsProcessor
 
-from decoding.types import Generation, Probe, Request, UnsupportedSetting, tokens_exist
-from metrics.drafts import Round, count_rounds
+from decoding.types import DraftStats, Generation, Probe, Request, UnsupportedSetting, tokens_exist
+from metrics.drafts import Round, draft_stats
 from metrics.prediction import seconds_per_step
 
 
@@ -114,12 +114,8 @@ class DraftCounter:
         hits = torch.stack([self.confirmed[i].reshape(-1)[0] for i in positions]).nonzero().flatten().tolist()
         return positions[hits[0]] if hits else None
 
-    def counts(self, k: int) -> dict:
-        natural = self.natural_eos()
-        c = count_rounds(self.rounds, k, natural)
-        return dict(accepted_by_position=c.accepted_by_position, offered_by_position=c.offered_by_position,
-                    natural_eos=natural, target_forwards=self.forwards, drafted_all=self.drafted_all,
-                    drafted=c.drafted, accepted=c.accepted, verify_steps=c.rounds)
+    def counts(self, k: int) -> DraftStats:
+        return draft_stats(self.rounds, k, self.natural_eos(), self.forwards, self.drafted_all)
 
 
 class HFEngine:
@@ -185,7 +181,7 @@ class HFEngine:
         if counter is None:
             return Generation(sequences, m.eos_token_ids, engine=self.name)
         k = request.num_draft_tokens if request.use_draft else request.prompt_lookup_num_tokens
-        return Generation(sequences, m.eos_token_ids, engine=self.name, **counter.counts(k))
+        return Generation(sequences, m.eos_token_ids, engine=self.name, drafts=counter.counts(k))
 
     def step_time_ratio(self, inputs, *, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                         top_k: int = 0) -> float:

@@ -11,7 +11,7 @@ compile. What transformers runs, as of 5.x:
 - assisted generation and prompt lookup: the target's verify forward compiled; the draft model runs its own
   `generate` on a dynamic cache, eager, as transformers builds its candidate generator.
 
-On the CPU nothing is compiled (as with the `fast` engine; BENCH_FAST_COMPILE=0 turns compilation off on CUDA too):
+On the CPU nothing is compiled (as with the `fast` engine; the `compile` option false turns it off on CUDA too):
 the static cache runs eager and each Generation's notes say so.
 """
 from __future__ import annotations
@@ -24,7 +24,6 @@ import torch
 from transformers import CompileConfig, StaticCache
 
 from decoding.types import Generation, NullProbe, Probe, Request, UnsupportedSetting
-from engines.fast.steps import compile_enabled
 from engines.hf import HFEngine, decode_steps
 from metrics.prediction import STEPS, seconds_per_step
 
@@ -47,17 +46,17 @@ def compile_counts() -> tuple[int, int]:
 
 
 class HFCompiledEngine(HFEngine):
-    """HFCompiledEngine(models).generate(request, probe) -> Generation.
+    """HFCompiledEngine(models, compile=True).generate(request, probe) -> Generation (`compile`: its config key).
 
     Attributes: `compile_seconds` (compile + CUDA-graph capture so far, in scratch calls run before a request whose
     graphs are not warm; 0.0 on the CPU), `compile` (whether generate may compile the forward)."""
 
     name = "hf_compiled"
 
-    def __init__(self, models):
+    def __init__(self, models, compile: bool = True):
         super().__init__(models)
         self.compile_seconds = 0.0
-        self.compile = models.device.type == "cuda" and compile_enabled()
+        self.compile = models.device.type == "cuda" and compile
         self.notes: list[str] = []
         quantizer = getattr(models.target, "hf_quantizer", None)
         if self.compile and quantizer is not None and not getattr(quantizer, "is_compileable", False):
@@ -68,7 +67,7 @@ class HFCompiledEngine(HFEngine):
         elif models.device.type != "cuda":
             self.notes.append("hf_compiled: static KV cache without torch.compile (compiled on CUDA only)")
         elif not self.compile:
-            self.notes.append("hf_compiled: BENCH_FAST_COMPILE=0, static KV cache without torch.compile")
+            self.notes.append("hf_compiled: compile false, static KV cache without torch.compile")
         if self.compile:
             # The compiled forward is Module.__call__, one code object for every model, batch and cache length; the
             # default limit (8) would send later rows back to eager without an error.

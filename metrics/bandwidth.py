@@ -45,6 +45,8 @@ def kv_bytes_per_token(model) -> int:
 
 class Bandwidth:
     columns = ("copy_bandwidth_gbs", "mbu")
+    help = dict.fromkeys(columns, "device-to-device copy bandwidth measured once per run (GB/s, reads and writes "
+                                  "counted); bytes a decode step reads / TPOT / that bandwidth (empty on the CPU)")
 
     @staticmethod
     def summarize(calls, ctx=None, row=None) -> dict:
@@ -61,8 +63,8 @@ class Bandwidth:
         kv = kv_bytes_per_token(models.target) * context * batch
         per_step = target + kv
         # Work done, not acceptance bookkeeping: every target forward and every drafted token count here.
-        rounds = sum(c.generation.target_forwards for c in calls)
-        drafted = sum(c.generation.drafted_all for c in calls)
+        rounds = sum(c.generation.drafts.target_forwards for c in calls)
+        drafted = sum(c.generation.drafts.drafted_all for c in calls)
         produced = sum(sum(c.generation.new_tokens) for c in calls)
         if rounds and produced:
             from decoding import METHODS

@@ -1,5 +1,5 @@
 """Acceptance of drafted tokens: what counts as a round (one definition for every engine), and a row's figures
-from the counts the engines' instrumentation puts in each Generation.
+from the counts the engines' instrumentation puts in each Generation (its DraftStats, built by `draft_stats`).
 
 The definitions, shared by both engines so their figures mean the same thing:
 
@@ -17,6 +17,8 @@ The definitions, shared by both engines so their figures mean the same thing:
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from decoding.types import DraftStats
 
 
 class Round(NamedTuple):
@@ -54,13 +56,22 @@ def count_rounds(rounds, k: int, natural_eos: int | None = None) -> RoundCounts:
     return RoundCounts(drafted, accepted, n, tuple(accepted_by), tuple(offered_by))
 
 
+def draft_stats(rounds, k: int, natural_eos: int | None, target_forwards: int, drafted_all: int) -> DraftStats:
+    """A drafting call's DraftStats (every engine's): its rounds counted by `count_rounds`, cut before natural_eos,
+    and the work it did (target_forwards, drafted_all), which no cut applies to."""
+    c = count_rounds(rounds, k, natural_eos)
+    return DraftStats(drafted=c.drafted, accepted=c.accepted, rounds=c.rounds,
+                      accepted_by_position=c.accepted_by_position, offered_by_position=c.offered_by_position,
+                      natural_eos=natural_eos, target_forwards=target_forwards, drafted_all=drafted_all)
+
+
 def acceptance_by_position(calls) -> list[float]:
     """Per position 1..k over the calls: rounds accepting its draft / rounds offering one (NaN where none did)."""
     accepted: list[int] = []
     offered: list[int] = []
     for call in calls:
-        g = call.generation
-        for totals, counts in ((accepted, g.accepted_by_position), (offered, g.offered_by_position)):
+        d = call.generation.drafts
+        for totals, counts in ((accepted, d.accepted_by_position), (offered, d.offered_by_position)):
             totals.extend([0] * (len(counts) - len(totals)))
             for i, c in enumerate(counts):
                 totals[i] += c
@@ -77,12 +88,27 @@ class DraftCounts:
     # them NaN, and the scenario fills them with metrics.prediction.prediction_columns.
     columns = ("drafted_tokens", "accepted_tokens", "acceptance_rate", "mean_accepted_tokens",
                "acceptance_by_position", "draft_step_ratio", "predicted_speedup")
+    help = {  # column -> one line for docs/columns.md (scripts/reference.py)
+        **dict.fromkeys(("drafted_tokens", "accepted_tokens"),
+                        "tokens the draft (or prompt lookup) proposed and the target accepted, summed over measured calls, "
+                        "counted per round by instrumentation, before a forced run's natural EOS"),
+        "acceptance_rate": "accepted / drafted",
+        "mean_accepted_tokens": "τ: tokens per round (a target forward that verified drafts), the target's own token "
+                                "included (Spec-Bench's τ)",
+        "acceptance_by_position": "per draft position 1..k: rounds whose draft there was accepted / rounds that offered "
+                                  "one, e.g. `0.91|0.80|0.66`; before a forced run's natural EOS; empty for rows that draft "
+                                  "nothing",
+        "draft_step_ratio": "c: the draft's single-token decode step time / the target's, timed after the row's measured "
+                            "calls at its prompt length; 0 for prompt lookup",
+        "predicted_speedup": "(1 + Σ acceptance_by_position) / (k·c + 1), Leviathan et al.'s expected speedup, beside the "
+                             "measured `speedup_vs_standard`",
+    }
 
     @staticmethod
     def summarize(calls, ctx=None, row=None) -> dict:
-        drafted = sum(call.generation.drafted for call in calls)
-        accepted = sum(call.generation.accepted for call in calls)
-        rounds = sum(call.generation.verify_steps for call in calls)
+        drafted = sum(call.generation.drafts.drafted for call in calls)
+        accepted = sum(call.generation.drafts.accepted for call in calls)
+        rounds = sum(call.generation.drafts.rounds for call in calls)
         return {
             "drafted_tokens": drafted, "accepted_tokens": accepted,
             "acceptance_rate": accepted / drafted if drafted else float("nan"),

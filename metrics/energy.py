@@ -35,6 +35,8 @@ class EnergyMeter:
     RAPL: the whole package's energy, other processes included, which the `energy_source` column says."""
 
     columns = ("energy_j_median", "joules_per_token", "watts_mean", "energy_source")
+    help = dict.fromkeys(columns, "energy of one call (median), all measured energy / all new tokens, / all measured time; "
+                                  "`nvml` (GPU board), `rapl` (CPU package) or empty where neither can be read")
 
     def __init__(self, device, stop_event=None):
         self.device = device

@@ -11,6 +11,14 @@ class PeakMemory:
     PyTorch keeps no such counter)."""
 
     columns = ("peak_allocated_mib", "peak_reserved_mib", "start_allocated_mib")
+    help = {
+        **dict.fromkeys(("peak_allocated_mib", "peak_reserved_mib"),
+                        "`torch.cuda.max_memory_allocated` / `max_memory_reserved` during a call (reset before each), max "
+                        "over calls; empty on the CPU, where PyTorch keeps no such counter"),
+        "start_allocated_mib": "`torch.cuda.memory_allocated` when the call starts (weights of every loaded model, the "
+                               "draft included, and caches the fast engine keeps): `peak_allocated_mib` − this is the "
+                               "call's own working memory",
+    }
 
     def __init__(self, device: torch.device, stop_event=None):
         self.device = device

@@ -93,6 +93,16 @@ def perplexity(model, tokenizer, text: str, context: int | None = None) -> float
 
 class Quality:
     columns = ("target_nll", "distinct_2", "repetition_rate", "heldout_ppl")
+    help = {
+        "target_nll": "mean negative log-likelihood per new token that the unquantized, unmodified target gives the row's "
+                      "texts (first repetition), one teacher-forced forward per sequence after the clocks stop: one scale "
+                      "for greedy, sampled, beam, quantized and speculative text (lower = text the model finds likelier)",
+        **dict.fromkeys(("distinct_2", "repetition_rate"),
+                        "degeneration: median over sequences of the share of distinct bigrams, and of 4-grams repeating an "
+                        "earlier one"),
+        "heldout_ppl": "this variant's target (quantized as loaded) on a fixed held-out text (`heldout_text`, or a short "
+                       "bundled text): the cost of 4-bit and 8-bit weights",
+    }
 
     @staticmethod
     def summarize(calls, ctx=None, row=None) -> dict:

@@ -18,7 +18,7 @@ RANDOM_WEIGHTS_NOTE = "random weights: acceptance figures are meaningless"
 IDENTITY = ["run_id", "timestamp", "status", "error", "method", "setting", "engine"]
 SETTINGS = [
     "run_name", "run_tags", "run_notes",
-    "model", "draft_model", "dtype", "quantization", "attention", "device", "random_weights",
+    "engine_options", "model", "draft_model", "dtype", "quantization", "attention", "device", "random_weights",
     "batch_size", "do_sample", "temperature", "top_p", "top_k", "num_beams", "num_return_sequences",
     "num_draft_tokens", "max_new_tokens", "stop_at_eos", "num_prompts", "sequences", "warmup", "repetitions", "calls",
 ]
@@ -31,6 +31,53 @@ ENVIRONMENT = [
     "bitsandbytes_version", "cuda_version", "python_version", "hostname",
 ]
 COLUMNS = IDENTITY + SETTINGS + metrics.COLUMNS + DERIVED + ENVIRONMENT
+# The base columns' descriptions, as each metric's `help` holds its own (docs/columns.md, scripts/reference.py).
+HELP = {
+    **dict.fromkeys(("run_id", "timestamp"), "the invocation (UTC time the row was started)"),
+    **dict.fromkeys(("run_name", "run_tags", "run_notes"),
+                    "the run's `name`, `tags` and `run_notes` as it started; renamed, re-tagged or hidden later in "
+                    "`runs_meta.json` beside the CSV (History), never in the CSV"),
+    **dict.fromkeys(("status", "error"), "`ok`, `oom` or `error`, and the one-line reason"),
+    **dict.fromkeys(("method", "setting"), "decoding method and the sweep point that tells its rows apart (e.g. "
+                                           "`batch_size=4`, `greedy,k=5`)"),
+    "engine": "`hf`, `hf_compiled` or `fast` (or a serving engine: `continuous`, `server`)",
+    "engine_options": "the engine's own config keys as `key=value` pairs (e.g. `compile=true, fast_fuse=true`), so a "
+                      "figure always says how it was made",
+    **dict.fromkeys(("model", "draft_model", "dtype", "quantization", "attention", "device", "random_weights"),
+                    "what ran"),
+    **dict.fromkeys(("batch_size", "do_sample", "temperature", "top_p", "top_k", "num_beams", "num_return_sequences",
+                     "num_draft_tokens"),
+                    "method settings (`num_draft_tokens` is k, or the lookup length for prompt_lookup)"),
+    **dict.fromkeys(("max_new_tokens", "stop_at_eos", "num_prompts", "sequences", "warmup", "repetitions"),
+                    "workload and protocol (`sequences` = sequences per repetition, grown to fill whole batches; "
+                    "`repetitions` = how many this row really ran)"),
+    "calls": "measured method calls in the row (repetitions × calls per repetition)",
+    **dict.fromkeys(("speedup_vs_standard", "speedup_vs_standard_ci_low", "speedup_vs_standard_ci_high"),
+                    "per-sequence tok/s against the `standard` row of the same run, engine, quantization and "
+                    "attention, paired by prompt, completion and repetition: geometric mean of the ratios and its 95% "
+                    "bootstrap interval"),
+    **dict.fromkeys(("throughput_vs_standard", "throughput_vs_standard_ci_low", "throughput_vs_standard_ci_high"),
+                    "the same for aggregate tok/s"),
+    **dict.fromkeys(("greedy_match", "first_divergence"),
+                    "share of sequences token-identical to `standard`'s greedy text for the same prompt and completion "
+                    "(same engine and variant), and the median first differing token of the others; lossless methods "
+                    "below 1.0 get a warning note"),
+    **dict.fromkeys(("warmup_s", "compile_s"),
+                    "wall time of the warm-up calls; compile/capture time of the `hf_compiled` and `fast` engines "
+                    "(never in the figures)"),
+    "token_times_ms": "latency detail: ms from the start of one traced call (run after the measured ones, on the row's "
+                      "first batch, every step timed and so a little slower) to each new token of its first sequence, "
+                      "space separated; tokens a speculative round accepted together share one time. Drawn as the "
+                      "token timeline and the inter-token latency histogram",
+    "notes": "e.g. \"random weights: acceptance figures are meaningless\"",
+    **dict.fromkeys(("device_name", "device_memory_gib", "gpu_count", "torch_version", "transformers_version",
+                     "bitsandbytes_version", "cuda_version", "python_version", "hostname"),
+                    "where the row was measured (`device_name`: the GPU's name, or on the CPU its model name from "
+                    "`/proc/cpuinfo`)"),
+    **dict.fromkeys(("gpu_driver", "cpu_model", "cpu_count", "ram_gib"),
+                    "what tells machines apart: the NVIDIA driver (NVML; empty without a GPU), the CPU model name, the "
+                    "cores this process may use, the machine's RAM"),
+}
 
 
 @dataclass

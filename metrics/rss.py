@@ -41,6 +41,9 @@ class PeakRSS:
     """The process's peak resident set over a call, in MiB."""
 
     columns = ("peak_rss_mib",)
+    help = {"peak_rss_mib": "the process's peak resident memory (CPU RAM) during a call, max over calls: the kernel's "
+                            "high-water mark reset before each call (`/proc/self/clear_refs`), read after it; where the "
+                            "reset is refused, the peak since the process started"}
 
     def __init__(self, device=None, stop_event=None):
         self.mib = float("nan")

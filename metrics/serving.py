@@ -148,6 +148,35 @@ class LoadFigures:
         "e2e_ms_median", "e2e_ms_ci_low", "e2e_ms_ci_high", "e2e_ms_p90", "e2e_ms_p99", "queue_ms_median",
         "slo_ttft_ms", "slo_tpot_ms", "goodput", "send_lag_ms_p99", "sender_lagged", "server_command", "endpoint",
     )
+    help = {  # column -> one line for docs/columns.md (scripts/reference.py); a group shares its line
+        **dict.fromkeys(("concurrency", "request_rate", "burstiness"),
+                        "load rows: the load point, closed loop (requests in flight) or open loop (requests/s, `inf` all at "
+                        "once; gamma shape of the gaps, 1 = Poisson); empty on rows of fixed calls"),
+        **dict.fromkeys(("requests", "failed_requests", "duration_s"),
+                        "load rows: measured requests (warm-up excluded), those that failed, and the time from the first "
+                        "request being due to the last one ending"),
+        **dict.fromkeys(("request_throughput", "output_tokens_per_s"),
+                        "load rows: finished requests / `duration_s` and their output tokens / `duration_s`"),
+        **dict.fromkeys(("ttft_ms_p99", "tpot_ms_p99"),
+                        "load rows: p99 of per-request TTFT and TPOT (from 100 requests; their medians, intervals and p90 "
+                        "are in `ttft_ms_*` / `tpot_ms_*`)"),
+        **dict.fromkeys(("itl_ms_median", "itl_ms_ci_low", "itl_ms_ci_high", "itl_ms_p90", "itl_ms_p99"),
+                        "load rows: inter-token latency, one gap per token (a streamed event of k tokens is k gaps), "
+                        "interval resampled by request"),
+        **dict.fromkeys(("e2e_ms_median", "e2e_ms_ci_low", "e2e_ms_ci_high", "e2e_ms_p90", "e2e_ms_p99"),
+                        "load rows: send to last token, per request"),
+        "queue_ms_median": "load rows: time a request waited before the engine started on it, where the engine says "
+                           "(static and continuous batching; empty for servers)",
+        **dict.fromkeys(("slo_ttft_ms", "slo_tpot_ms", "goodput"),
+                        "load rows: the latency targets (0 = none) and the requests/s that finished within both; the SLO "
+                        "explorer recomputes it from `requests.jsonl` for other targets"),
+        **dict.fromkeys(("send_lag_ms_p99", "sender_lagged"),
+                        "load rows: how late the load generator sent against its schedule (p99 from 100 requests, the "
+                        "worst below), and true when above 10 ms: the row measured the client, not the engine"),
+        **dict.fromkeys(("server_command", "endpoint"),
+                        "server rows: the command the tool started the server with (what decides drafting, parallelism, "
+                        "dtype on the server) and the URL measured"),
+    }
     SHARED = ("ttft_ms_median", "ttft_ms_ci_low", "ttft_ms_ci_high", "ttft_ms_p90",
               "tpot_ms_median", "tpot_ms_ci_low", "tpot_ms_ci_high", "tpot_ms_p90")
 

@@ -33,6 +33,25 @@ class CallTimer:
         "aggregate_tokens_per_s_median", "aggregate_tokens_per_s_ci_low", "aggregate_tokens_per_s_ci_high",
         "aggregate_tokens_per_s_std", "device_ms_median", "unstable",
     )
+    help = {  # column -> one line for docs/columns.md (scripts/reference.py); a group shares its line
+        **dict.fromkeys(("latency_ms_median", "latency_ms_ci_low", "latency_ms_ci_high", "latency_ms_p90", "latency_ms_std"),
+                        "wall time of one call, synchronize to synchronize: median, its 95% bootstrap interval, p90 "
+                        "(from 10 calls), standard deviation (from 2)"),
+        **dict.fromkeys(("ttft_ms_median", "ttft_ms_ci_low", "ttft_ms_ci_high", "ttft_ms_p90"),
+                        "time to first token: call start to the first new token existing on the device"),
+        **dict.fromkeys(("tpot_ms_median", "tpot_ms_ci_low", "tpot_ms_ci_high", "tpot_ms_p90"),
+                        "time per output token = (latency − TTFT) / (new tokens − 1), new tokens of the call's longest "
+                        "sequence"),
+        **dict.fromkeys(("tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_ci_low",
+                         "tokens_per_s_per_sequence_ci_high", "tokens_per_s_per_sequence_std"),
+                        "one sequence's new tokens / its call's latency: the speed one user sees"),
+        **dict.fromkeys(("aggregate_tokens_per_s_median", "aggregate_tokens_per_s_ci_low", "aggregate_tokens_per_s_ci_high",
+                         "aggregate_tokens_per_s_std"),
+                        "all new tokens of a call / its latency: throughput; equals per-sequence at batch 1 (beam search "
+                        "counts its returned sequences)"),
+        "device_ms_median": "the call's device time between two CUDA events (empty on the CPU)",
+        "unstable": "true when the per-sequence tok/s interval's half-width exceeds 10% of its median",
+    }
     UNSTABLE = 0.10  # a CI half-width above 10% of the median: the figure is noise-dominated
     traces = False  # a measured call: the engine reports no per-step tokens (TokenTrace below does)
 

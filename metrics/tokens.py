@@ -4,6 +4,7 @@ from __future__ import annotations
 
 class TokenCounts:
     columns = ("prompt_tokens", "new_tokens")
+    help = dict.fromkeys(columns, "mean real prompt tokens and new tokens per sequence (padding never counted)")
 
     @staticmethod
     def summarize(calls, ctx=None, row=None) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from store import archive
+from store import archive, files
 
 
 def requests_path(csv_path: str | Path) -> Path:
@@ -23,10 +23,10 @@ def append_requests(csv_path: str | Path, row: dict, records: list[dict]) -> Non
     key = archive.row_key(row)
     text = "".join(json.dumps({"run_id": row["run_id"], "row_key": key, **r}, ensure_ascii=False) + "\n"
                    for r in records)
-    with archive.locked(csv_path):
+    with files.locked(csv_path):
         path = requests_path(csv_path)
-        archive.prepare_jsonl(path)
-        archive.append_whole(path, text, path)
+        files.prepare_jsonl(path)
+        files.append_whole(path, text, path)
 
 
 def load_requests(csv_path: str | Path, row_keys: set[str] | None = None) -> list[dict]:

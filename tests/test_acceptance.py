@@ -68,9 +68,9 @@ def test_tau_is_the_same_on_both_engines_within_one_token_per_call(tiny_models, 
         assert torch.equal(hf.sequences, fast.sequences)  # greedy: the same workload, token for token
         # Tokens made inside rounds: the fast engine's first token comes from a prefill that verified nothing (the
         # hf engine verifies its first drafts in the prefill forward); either engine may end on a plain step.
-        assert 0 <= (hf.accepted + hf.verify_steps) - (fast.accepted + fast.verify_steps) <= 2
+        assert 0 <= (hf.drafts.accepted + hf.drafts.rounds) - (fast.drafts.accepted + fast.drafts.rounds) <= 2
     tau = {name: summarize(gens)["mean_accepted_tokens"] for name, gens in runs.items()}
-    rounds = min(sum(g.verify_steps for g in gens) for gens in runs.values())
+    rounds = min(sum(g.drafts.rounds for g in gens) for gens in runs.values())
     assert abs(tau["hf"] - tau["fast"]) <= 3 / rounds, tau  # one token per call, over the rounds
     for gens in runs.values():
         assert 0 < summarize(gens)["acceptance_rate"] < 1  # a draft that really agrees only sometimes
@@ -84,7 +84,7 @@ def test_rounds_without_drafts_are_not_rounds(tiny_models, inputs):
     for engine in ENGINES:
         g = speculative(engine(models), inputs([0]), settings)
         assert summarize([g])["mean_accepted_tokens"] == 4.0, engine.name
-        assert g.target_forwards > g.verify_steps  # the plain step (and the fast prefill) ran, uncounted
+        assert g.drafts.target_forwards > g.drafts.rounds  # the plain step (and the fast prefill) ran, uncounted
 
 
 # -- 3. acceptance per draft position ------------------------------------------------------------------------------
@@ -141,14 +141,15 @@ def test_forced_length_counts_acceptance_only_before_the_natural_eos(tiny_models
     for engine in ENGINES:
         g = METHODS[method](x, settings, engine(models), NullProbe())
         assert torch.equal(g.sequences, standard), engine.name  # the count changes, never the tokens
-        assert g.natural_eos == 3, engine.name
-        assert g.drafted <= 3 and g.drafted <= g.drafted_all, engine.name  # drafts for tokens 0..2 at most
+        assert g.drafts.natural_eos == 3, engine.name
+        d = g.drafts
+        assert d.drafted <= 3 and d.drafted <= d.drafted_all, engine.name  # drafts for tokens 0..2 at most
         if method == "speculative":
-            assert g.accepted == g.drafted > 0 and g.verify_steps == 1, engine.name
-            assert g.drafted_all > 3, engine.name  # the tail was drafted, and verified, but not counted
+            assert g.drafts.accepted == g.drafts.drafted > 0 and g.drafts.rounds == 1, engine.name
+            assert g.drafts.drafted_all > 3, engine.name  # the tail was drafted, and verified, but not counted
     # Without a natural EOS nothing is cut.
     g = speculative(HFEngine(dataclasses.replace(tiny_models, draft=tiny_models.target)), x, settings)
-    assert g.natural_eos is None and g.drafted == g.drafted_all
+    assert g.drafts.natural_eos is None and g.drafts.drafted == g.drafts.drafted_all
 
 
 # -- 5. the predicted speedup --------------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def test_step_time_ratio_runs_on_both_engines_without_disturbing_them(tiny_model
         assert c > 0 and math.isfinite(c)
     assert getattr(e, "_caches", {}) == caches  # the requests' caches (and their warm graphs) are kept
     after = speculative(e, x, settings)
-    assert torch.equal(before.sequences, after.sequences) and before.accepted == after.accepted
+    assert torch.equal(before.sequences, after.sequences) and before.drafts.accepted == after.drafts.accepted
     no_draft = engine(dataclasses.replace(tiny_models, draft=None))
     with pytest.raises(UnsupportedSetting, match="c = 0"):
         no_draft.step_time_ratio(x)

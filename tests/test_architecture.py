@@ -65,6 +65,26 @@ def test_every_consumer_reads_the_engine_and_metric_registries():
     assert all(t in METRICS and hasattr(t, "__enter__") for t in TRACKERS)
 
 
+def test_an_engine_or_scenario_option_is_one_entry_that_reaches_config_flags_form_and_rows():
+    """The fast engine's former BENCH_FAST_* switches are `options` of its EngineSpec, as the load keys are of
+    the load scenario: each is a config key, a flag and a form field with no other edit, and no environment
+    switch is left in the engines."""
+    from bench import cli
+    from bench.config import Config
+    from bench.dashboard.form import config_fields
+    from engines import ENGINES
+    from scenarios import SCENARIOS
+
+    help_text, form = cli.parser().format_help(), {f.name for f in config_fields()}
+    declared = {k for e in ENGINES.values() for k in e.options} | {k for s in SCENARIOS.values() for k in s.options}
+    assert {"compile", "fast_fuse", "fast_tuning", "fast_nosync", "cb_num_blocks", "endpoint", "concurrency"} <= declared
+    for key in declared:
+        assert key in Config.__dataclass_fields__ and key in form
+        assert "--" + key.replace("_", "-") in help_text
+    for path in (ROOT / "engines").rglob("*.py"):
+        assert "os.environ" not in path.read_text() or path.parent.name == "server", path  # the server: its API key
+
+
 def test_no_method_name_is_written_outside_its_own_file():
     """Adding a method touches its file and a registry line: nothing else may list methods by name."""
     from decoding import METHODS

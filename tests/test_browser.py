@@ -296,7 +296,7 @@ def test_history_keeps_every_fast_tick_in_the_runs_filter(served, page, tmp_path
 
 
 def test_history_names_hides_diffs_and_compares_against_a_baseline(served, page, tmp_path):
-    """Issue 12's lab notebook, through the page: rename and tag a run, pick a baseline, read the percent
+    """The lab notebook, through the page: rename and tag a run, pick a baseline, read the percent
     change and the settings diff, hide a run and show it again. The CSV is never rewritten."""
     from test_dashboard_notebook import run_rows
 
@@ -306,7 +306,7 @@ def test_history_names_hides_diffs_and_compares_against_a_baseline(served, page,
     results.parent.mkdir(parents=True, exist_ok=True)
     rows = run_rows("run-a", 10.0) + run_rows("run-b", 12.0, device_name="AMD EPYC")
     pd.DataFrame(rows, columns=archive.COLUMNS).to_csv(results, index=False)
-    before = archive.read_bytes()
+    before = results.read_bytes()
     page.goto(url)
     open_tab(page, "History")
     page.wait_for_selector("#history-info:has-text('4 of 4 rows')")
@@ -341,6 +341,6 @@ def test_history_names_hides_diffs_and_compares_against_a_baseline(served, page,
     assert "2 of 2 rows" in page.inner_text("#history-info")
     page.check("#history-show-hidden input")
     page.wait_for_selector("#history-info:has-text('4 of 4 rows')", timeout=20_000)
-    assert archive.read_bytes() == before  # renamed, tagged and hidden: the CSV is untouched
+    assert results.read_bytes() == before  # renamed, tagged and hidden: the CSV is untouched
     meta = json.loads((results.parent / "runs_meta.json").read_text())["runs"]["run-a"]
     assert meta == {"name": "fp32 baseline", "tags": ["fp32", "quiet"], "notes": "", "hidden": True}

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from views import charts
+from views import charts, compare
 
 from bench.dashboard.history_page import history_updates
 from bench.dashboard.html import summary_md
@@ -124,12 +124,12 @@ def test_percent_change_against_a_baseline_with_intervals_and_ns(folder):
 def test_change_interval_is_the_quadrature_of_both_runs_intervals():
     base = {"x": 10.0, "x_ci_low": 9.0, "x_ci_high": 11.0}
     row = {"x": 12.0, "x_ci_low": 11.0, "x_ci_high": 13.0}
-    change, low, high = notebook.change_interval(base, row, "x", "x")
+    change, low, high = compare.change_interval(base, row, "x", "x")
     half = math.hypot(math.log(11 / 9) / 2, math.log(13 / 11) / 2)
     assert change == pytest.approx(20.0)
     assert low == pytest.approx((math.exp(math.log(1.2) - half) - 1) * 100)
     assert high == pytest.approx((math.exp(math.log(1.2) + half) - 1) * 100)
-    assert notebook.change_text(float("nan"), 0, 0) == "-"
+    assert compare.change_text(float("nan"), 0, 0) == "-"
 
 
 def test_history_table_rounds_and_shows_intervals_as_the_cli_does(folder):

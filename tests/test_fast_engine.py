@@ -72,9 +72,9 @@ def test_prompt_lookup_greedy_equals_hf(tiny_models, inputs, fast, hf, prompt):
     x = inputs([prompt])
     ours = run("prompt_lookup", fast, x)
     assert torch.equal(ours.sequences, run("prompt_lookup", hf, x).sequences)
-    assert 0 <= ours.accepted <= ours.drafted
+    assert 0 <= ours.drafts.accepted <= ours.drafts.drafted
     if prompt == 1:  # a prompt with repeated n-grams: lookup really drafts and verifies
-        assert ours.drafted > 0 and ours.verify_steps > 0
+        assert ours.drafts.drafted > 0 and ours.drafts.rounds > 0
 
 
 def eos_models(models, inputs, index):
@@ -122,10 +122,11 @@ def test_speculative_greedy_equals_standard(tiny_models, inputs, fast, k, prompt
     settings = dataclasses.replace(S, num_draft_tokens=k)
     spec = run("speculative", fast, x, settings)
     assert torch.equal(spec.sequences, run("standard", fast, x).sequences)
-    assert spec.verify_steps > 0 and 0 <= spec.accepted <= spec.drafted <= k * spec.verify_steps
+    assert spec.drafts.rounds > 0 and 0 <= spec.drafts.accepted <= spec.drafts.drafted <= k * spec.drafts.rounds
     # Every token after the first (from the prefill) is an accepted draft or the target's token of a round,
     # except a plain last step when only one token was left to produce.
-    assert spec.accepted + spec.verify_steps <= S.max_new_tokens - 1 <= spec.accepted + spec.verify_steps + 1
+    d = spec.drafts
+    assert d.accepted + d.rounds <= S.max_new_tokens - 1 <= d.accepted + d.rounds + 1
 
 
 def test_speculative_equals_hf_speculative(tiny_models, inputs, fast, hf):
@@ -140,19 +141,20 @@ def test_draft_equal_to_target_is_always_accepted(tiny_models, inputs, k):
     x = inputs([0])
     settings = dataclasses.replace(S, max_new_tokens=18, num_draft_tokens=k)  # 17 after the first: crops a round
     spec = run("speculative", fast, x, settings)
-    assert spec.accepted == spec.drafted > 0
+    assert spec.drafts.accepted == spec.drafts.drafted > 0
     assert spec.sequences.shape == (1, 18) and spec.new_tokens == [18]  # max_new_tokens exactly, never more
     assert torch.equal(spec.sequences, run("standard", fast, x, settings).sequences)
     full_rounds, rest = divmod(17, k + 1)
-    assert spec.verify_steps == full_rounds + (rest > 1)  # a round of k+1 tokens each; a last 1 is a plain step
+    assert spec.drafts.rounds == full_rounds + (rest > 1)  # a round of k+1 tokens each; a last 1 is a plain step
 
 
 # -- the no-sync round: the same tokens and counts as the synced one, a read per batch of rounds --------------------
 
 
 def counts(g: Generation) -> tuple:
-    return (g.drafted, g.accepted, g.verify_steps, g.accepted_by_position, g.offered_by_position, g.natural_eos,
-            g.target_forwards, g.drafted_all)
+    d = g.drafts
+    return (d.drafted, d.accepted, d.rounds, d.accepted_by_position, d.offered_by_position, d.natural_eos,
+            d.target_forwards, d.drafted_all)
 
 
 @pytest.fixture(scope="module")
@@ -189,17 +191,17 @@ def test_nosync_round_equals_the_synced_round(inputs, drafters, drafter, k):
     models, method = drafters[drafter]
     settings = dataclasses.replace(S, max_new_tokens=19, num_draft_tokens=k, prompt_lookup_num_tokens=k)
     x = drafter_inputs(inputs, drafter)
-    synced = run(method, FastEngine(models, nosync=False), x, settings)
-    nosync = run(method, FastEngine(models, nosync=True), x, settings)
+    synced = run(method, FastEngine(models, fast_nosync=False), x, settings)
+    nosync = run(method, FastEngine(models, fast_nosync=True), x, settings)
     assert torch.equal(nosync.sequences, synced.sequences)
     assert counts(nosync) == counts(synced)
-    assert synced.verify_steps > 0 and nosync.sequences.shape == (1, 19)
+    assert synced.drafts.rounds > 0 and nosync.sequences.shape == (1, 19)
     if drafter == "disagreeing":
-        assert synced.accepted == 0
+        assert synced.drafts.accepted == 0
     if drafter in ("noisy", "self"):
-        assert synced.accepted > 0
+        assert synced.drafts.accepted > 0
     if drafter == "noisy":
-        assert synced.accepted < synced.drafted
+        assert synced.drafts.accepted < synced.drafts.drafted
 
 
 @pytest.mark.parametrize("drafter", ["noisy", "self", "lookup"])
@@ -211,10 +213,10 @@ def test_nosync_round_counts_a_forced_length_alike(tiny_models, inputs, drafters
     settings = dataclasses.replace(S, max_new_tokens=16, num_draft_tokens=3, prompt_lookup_num_tokens=3)
     eos = run("standard", FastEngine(tiny_models), x, settings).sequences[0, 3].item()
     models = dataclasses.replace(models, eos_token_ids=(eos,))
-    synced = run(method, FastEngine(models, nosync=False), x, settings)
-    nosync = run(method, FastEngine(models, nosync=True), x, settings)
+    synced = run(method, FastEngine(models, fast_nosync=False), x, settings)
+    nosync = run(method, FastEngine(models, fast_nosync=True), x, settings)
     assert torch.equal(nosync.sequences, synced.sequences) and nosync.sequences.shape == (1, 16)
-    assert counts(nosync) == counts(synced) and nosync.natural_eos is not None
+    assert counts(nosync) == counts(synced) and nosync.drafts.natural_eos is not None
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])
@@ -230,8 +232,8 @@ def test_nosync_round_stops_at_eos_like_standard(tiny_models, inputs, drafters, 
         assert standard.new_tokens == [stop]
     for extra in (dict(use_draft=True, num_draft_tokens=k), dict(prompt_lookup_num_tokens=k)):
         request = Request(x.input_ids, x.attention_mask, **base, **extra)
-        nosync = FastEngine(models, nosync=True).generate(request, NullProbe())
-        synced = FastEngine(models, nosync=False).generate(request, NullProbe())
+        nosync = FastEngine(models, fast_nosync=True).generate(request, NullProbe())
+        synced = FastEngine(models, fast_nosync=False).generate(request, NullProbe())
         assert torch.equal(nosync.sequences, standard.sequences), extra
         assert nosync.new_tokens == standard.new_tokens
         assert counts(nosync) == counts(synced), extra
@@ -269,14 +271,14 @@ def test_nosync_round_reads_the_device_once_per_batch_of_rounds(monkeypatch, inp
                       "speculative", num_draft_tokens=k, prompt_lookup_num_tokens=k if method != "speculative" else 0)
     reads = {}
     for nosync in (True, False):
-        engine = FastEngine(models, nosync=nosync)
+        engine = FastEngine(models, fast_nosync=nosync)
         engine.generate(request, NullProbe())  # caches and round state allocated
         with monkeypatch.context() as patch:
             counter = DeviceReads(patch)
             g = engine.generate(request, NullProbe())
             reads[nosync] = counter.n
         assert g.sequences.shape == (1, n)
-    rounds = g.target_forwards - 1  # every forward after the prefill is a round (or a plain step in its place)
+    rounds = g.drafts.target_forwards - 1  # every forward after the prefill is a round (or a plain step in its place)
     assert rounds > CHECK_EVERY  # 39 tokens at most k + 1 per round
     assert reads[True] <= -(-rounds // CHECK_EVERY) + 2, (reads, rounds)
     assert reads[False] >= rounds
@@ -302,10 +304,21 @@ def test_lookup_on_the_device_equals_prompt_lookup_candidates():
         assert drafts[0].tolist() == expected + [-1] * (k - len(expected)), (sequence, room)
 
 
-def test_nosync_is_the_default_and_the_switch_turns_it_off(tiny_models, monkeypatch):
+def test_nosync_is_the_default_and_the_option_turns_it_off(tiny_models, monkeypatch, tmp_path):
+    """The former BENCH_FAST_* switches are config keys: the engine made from a config follows them, the row
+    records them, and the environment no longer changes anything unrecorded."""
+    from bench.config import Config
+    from engines import engine_options, make_engine, options_text
+
     assert FastEngine(tiny_models).nosync
     monkeypatch.setenv("BENCH_FAST_NOSYNC", "0")
-    assert not FastEngine(tiny_models).nosync and FastEngine(tiny_models, nosync=True).nosync
+    assert FastEngine(tiny_models).nosync
+    config = Config.from_dict(dict(model="tiny-random/target", engine="fast", fast_nosync=False, fast_fuse=False,
+                                   results=str(tmp_path / "r.csv")), check_models=False)
+    engine = make_engine("fast", tiny_models, config)
+    assert not engine.nosync and not engine.fuse and make_engine("fast", tiny_models).nosync
+    assert options_text(engine_options("fast", config)) == \
+        "compile=true, fast_fuse=false, fast_tuning=true, fast_nosync=false"
 
 
 # -- sampling ---------------------------------------------------------------------------------------------------
@@ -327,7 +340,8 @@ def test_speculative_sampling_repeats_with_its_seed(tiny_models, inputs, fast):
     settings = dataclasses.replace(S, temperature=1.5, top_p=0.95)
     a = spec(x, settings, fast, NullProbe(), do_sample=True)
     b = spec(x, settings, fast, NullProbe(), do_sample=True)
-    assert torch.equal(a.sequences, b.sequences) and (a.drafted, a.accepted) == (b.drafted, b.accepted)
+    assert torch.equal(a.sequences, b.sequences)
+    assert (a.drafts.drafted, a.drafts.accepted) == (b.drafts.drafted, b.drafts.accepted)
     assert a.sequences.shape == (1, S.max_new_tokens)
 
 
@@ -456,16 +470,16 @@ def test_speculative_sampling_end_to_end_keeps_the_target_distribution(accept, d
     p = target_distribution(models, temperature, top_p)
     assert int((p == 0).sum()) >= 2  # EOS (min_new_tokens) and top-p really removed tokens
     engine = FastEngine(models, accept_fn=rejection_accept if accept == "rejection" else always_accept,
-                        nosync=nosync)
+                        fast_nosync=nosync)
     ids = torch.tensor([[1, 2, 3]])
     request = Request(ids, torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, do_sample=True,
                       temperature=temperature, top_p=top_p, use_draft=drafter == "draft", num_draft_tokens=3,
                       prompt_lookup_num_tokens=3 if drafter == "lookup" else 0, seed=7)
     g = engine.generate(request, NullProbe())
-    assert g.sequences.shape == (1, n) and g.verify_steps > 0
+    assert g.sequences.shape == (1, n) and g.drafts.rounds > 0
     ok, stat, crit = chi_square_ok(torch.bincount(g.sequences[0], minlength=p.numel()), p)
     if accept == "rejection":
-        assert 0 < g.accepted < g.drafted  # the draft differs from the target: both branches of the rule ran
+        assert 0 < g.drafts.accepted < g.drafts.drafted  # the draft differs from the target: both branches ran
         assert ok, f"chi2 {stat:.1f} >= {crit:.1f}"
     else:
         assert not ok, "the chi-square test cannot tell a broken acceptance rule from the real one"
@@ -545,7 +559,7 @@ def test_fused_forward_shares_the_weights_and_equals_the_models_own_forward(tiny
     # q/k/v are views of one fused tensor: no extra memory, and the hf engine computes with the same values.
     assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.v_proj.weight.untyped_storage().data_ptr()
     assert sum(p.numel() for p in tiny_models.target.parameters()) == params
-    unfused = run("batched", FastEngine(tiny_models, fuse=False), x)
+    unfused = run("batched", FastEngine(tiny_models, fast_fuse=False), x)
     assert torch.equal(fused.sequences, unfused.sequences)
     assert torch.equal(fused.sequences, run("batched", hf, x).sequences)
 
@@ -559,7 +573,7 @@ def test_steps_trace_into_one_graph(tiny_models, fuse):
     from engines.fast.steps import decode_step, verify
 
     torch._dynamo.reset()
-    engine = FastEngine(tiny_models, fuse=fuse)
+    engine = FastEngine(tiny_models, fast_fuse=fuse)
     fwd = make_forward(tiny_models.target, fuse)
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     rules = engine._rules(Request(ids, torch.ones_like(ids), 8, 8), ids.shape[1])

@@ -1,5 +1,5 @@
 """The `hf_compiled` engine on the CPU (float32, static cache, nothing compiled): the `hf` engine's tokens on a static
-cache, through the engine and through the runner; and the profile table of benchmarks/fast_engine.py on a CPU
+cache, through the engine and through the runner; and the profile table of benchmarks/profile_decode.py on a CPU
 trace. Nothing here times anything."""
 import dataclasses
 import json
@@ -63,7 +63,8 @@ def test_every_other_method_runs_on_a_static_cache_with_hf_tokens(tiny_models, i
     x = inputs([1])
     ours, ref = run(method, compiled, x, **call), run(method, hf, x, **call)
     assert torch.equal(ours.sequences, ref.sequences)
-    assert (ours.drafted, ours.accepted, ours.verify_steps) == (ref.drafted, ref.accepted, ref.verify_steps)
+    assert (ours.drafts.drafted, ours.drafts.accepted, ours.drafts.rounds) == \
+        (ref.drafts.drafted, ref.drafts.accepted, ref.drafts.rounds)
 
 
 def test_the_target_sees_a_static_cache_and_hf_keeps_its_dynamic_one(tiny_models, inputs, compiled, hf, monkeypatch):
@@ -159,17 +160,26 @@ def test_engines_preset_compares_the_three_engines_at_three_batch_sizes():
     assert preset["batch_sizes"] == [1, 8, 32]
 
 
-# -- benchmarks/fast_engine.py --profile, on the CPU --------------------------------------------------------------
+# -- benchmarks/profile_decode.py and fast_engine.py --profile, on the CPU -----------------------------------------
+
+
+def load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    import importlib.util
+    return load_script("profile_decode")
 
-    spec = importlib.util.spec_from_file_location("fast_engine_benchmark", ROOT / "benchmarks" / "fast_engine.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script("fast_engine")
 
 
 @pytest.mark.parametrize("name,kind", [
@@ -234,10 +244,10 @@ def test_profile_of_cpu_decode_steps(bench, tiny_models, tmp_path):
     assert table["step_gb_s"] > 0
 
 
-def test_benchmark_script_runs_on_the_cpu(bench, tmp_path):
-    code = bench.main(["--device", "cpu", "--models", "tiny/target", "--quick", "--skip-hf", "--skip-speculative",
-                       "--prompt-tokens", "16", "--new-tokens", "8", "--runs", "2", "--profile", "--profile-steps", "4",
-                       "--out-dir", str(tmp_path)])
+def test_benchmark_script_runs_on_the_cpu(script, tmp_path):
+    code = script.main(["--device", "cpu", "--models", "tiny/target", "--quick", "--skip-hf", "--skip-speculative",
+                        "--prompt-tokens", "16", "--new-tokens", "8", "--runs", "2", "--profile", "--profile-steps",
+                        "4", "--out-dir", str(tmp_path)])
     assert code == 0
     report = (tmp_path / "fast_engine.md").read_text()
     assert "| hf_compiled | standard | target |" in report and "| fast | standard | target |" in report

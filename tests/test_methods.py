@@ -33,7 +33,7 @@ def test_speculative_and_prompt_lookup_greedy_equal_standard(tiny_models, inputs
     lookup = run("prompt_lookup", tiny_models, x)
     assert torch.equal(spec.sequences, standard)
     assert torch.equal(lookup.sequences, standard)
-    assert spec.drafted > 0 and spec.verify_steps > 0  # really speculated: counted, not estimated
+    assert spec.drafts.drafted > 0 and spec.drafts.rounds > 0  # really speculated: counted, not estimated
 
 
 def test_batched_left_padded_equals_single_prompts(tiny_models, inputs):
@@ -93,8 +93,8 @@ def test_token_counts_exclude_padding_after_eos_and_the_prompt(tiny_models, inpu
 def test_identical_draft_is_accepted_fully(tiny_models, inputs):
     models = dataclasses.replace(tiny_models, draft=tiny_models.target)
     g = run("speculative", models, inputs([0]), dataclasses.replace(S, num_draft_tokens=4))
-    assert g.drafted > 0 and g.accepted == g.drafted
-    assert g.verify_steps == 4  # 20 tokens, 4 drafted + 1 bonus per target forward
+    assert g.drafts.drafted > 0 and g.drafts.accepted == g.drafts.drafted
+    assert g.drafts.rounds == 4  # 20 tokens, 4 drafted + 1 bonus per target forward
 
 
 def test_speculative_refuses_batches_with_a_clear_message(tiny_models, inputs):

@@ -58,7 +58,7 @@ def stand_in(monkeypatch):
         clock, log = Clock(), []
         monkeypatch.setattr(metrics.timing, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
         monkeypatch.setattr(bench.runner, "make_engine",
-                            lambda name, models: StandIn(models, clock, slowdown or {}, noise, log))
+                            lambda name, models, config=None: StandIn(models, clock, slowdown or {}, noise, log))
         return log
     return install
 

@@ -121,7 +121,7 @@ def test_no_server_process_outlives_the_run(known_delay_run):
 
 
 def test_spec_decode_counters_are_read_from_prometheus_text():
-    from engines.server import prometheus_totals
+    from engines.server.session import prometheus_totals
 
     text = """# HELP vllm:spec_decode_num_draft_tokens_total Number of draft tokens.
 # TYPE vllm:spec_decode_num_draft_tokens_total counter

@@ -34,7 +34,7 @@ def transformers_serve(tmp_path):
     import httpx
 
     from models.tiny import tiny_path
-    from engines.server import free_port
+    from engines.server.process import free_port
 
     port = free_port()
     cli = Path(sys.executable).with_name("transformers")

@@ -7,7 +7,7 @@ import uuid
 import pandas as pd
 import pytest
 
-from store import archive
+from store import archive, files
 
 
 def row(i, notes=""):
@@ -45,7 +45,7 @@ def test_injected_enospc_keeps_the_file_as_it_was(tmp_path, monkeypatch, failure
     archive.append_result(path, row(0), texts(0))
     csv_before, jsonl_before = path.read_bytes(), archive.outputs_path(path).read_bytes()
     monkeypatch.setattr(os, "write", no_space if failure == "at once" else half_then_no_space(os.write))
-    with pytest.raises(archive.StoreError) as err:
+    with pytest.raises(files.StoreError) as err:
         archive.append_row(path, row(1))
     assert str(err.value) == expected_message(path)
     assert path.read_bytes() == csv_before and archive.outputs_path(path).read_bytes() == jsonl_before
@@ -57,7 +57,7 @@ def test_injected_enospc_keeps_the_file_as_it_was(tmp_path, monkeypatch, failure
 def test_injected_enospc_on_a_new_file_leaves_it_empty(tmp_path, monkeypatch):
     path = tmp_path / "runs.csv"
     monkeypatch.setattr(os, "write", half_then_no_space(os.write))
-    with pytest.raises(archive.StoreError):
+    with pytest.raises(files.StoreError):
         archive.append_row(path, row(0))
     assert path.read_bytes() == b""
     monkeypatch.undo()
@@ -77,7 +77,7 @@ def test_injected_failure_of_the_row_takes_its_texts_back(tmp_path, monkeypatch)
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", write)
-    with pytest.raises(archive.StoreError, match="No space left on device"):
+    with pytest.raises(files.StoreError, match="No space left on device"):
         archive.append_result(path, row(1), texts(1))
     assert path.read_bytes() == csv_before
     assert archive.outputs_path(path).read_bytes() == jsonl_before
@@ -92,7 +92,7 @@ def test_injected_failure_of_fsync_is_cut_back_too(tmp_path, monkeypatch):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(os, "fsync", fsync)
-    with pytest.raises(archive.StoreError, match="Input/output error; the rows before this one are kept"):
+    with pytest.raises(files.StoreError, match="Input/output error; the rows before this one are kept"):
         archive.append_row(path, row(1))
     monkeypatch.undo()
     assert path.read_bytes() == before
@@ -102,7 +102,7 @@ def test_injected_enospc_during_a_header_upgrade_leaves_the_old_file(tmp_path, m
     path = tmp_path / "runs.csv"
     path.write_text("run_id,method,status\nold,standard,ok\n")
     monkeypatch.setattr(os, "write", no_space)
-    with pytest.raises(archive.StoreError, match="No space left on device"):
+    with pytest.raises(files.StoreError, match="No space left on device"):
         archive.append_row(path, row(1))
     monkeypatch.undo()
     assert path.read_text() == "run_id,method,status\nold,standard,ok\n"
@@ -129,7 +129,7 @@ def small_tmpfs(tmp_path):
 def test_real_full_disk_keeps_every_row_before(small_tmpfs):
     path = small_tmpfs / "runs.csv"
     written = 0
-    with pytest.raises(archive.StoreError) as err:
+    with pytest.raises(files.StoreError) as err:
         for i in range(1000):
             archive.append_result(path, row(i, notes="n" * 3000), texts(i))
             written += 1

@@ -5,7 +5,7 @@ import os
 import pandas as pd
 import pytest
 
-from store import archive
+from store import archive, files
 
 
 def row(i):
@@ -28,10 +28,10 @@ def test_foreign_file_is_refused_before_and_during_a_run(tmp_path, content, why)
     message = archive.check_results_file(path)
     assert message.startswith(f"config key 'results': '{path}' exists and is not a decoding-bench results file (")
     assert why in message and message.endswith("; pick another .csv path") and "\n" not in message
-    with pytest.raises(archive.StoreError, match="it was left as it is") as err:
+    with pytest.raises(files.StoreError, match="it was left as it is") as err:
         archive.append_row(path, row(0))
     assert "\n" not in str(err.value)
-    with pytest.raises(archive.StoreError):
+    with pytest.raises(files.StoreError):
         archive.append_result(path, row(0), [{"text": "t"}])
     assert path.read_bytes() == content
     assert not archive.outputs_path(path).exists()

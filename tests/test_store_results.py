@@ -14,7 +14,7 @@ import time
 import pandas as pd
 import pytest
 
-from store import archive
+from store import archive, csv_records, files
 from conftest import ROOT
 
 
@@ -33,7 +33,7 @@ def texts(i, n=3):
 
 def assert_rows_have_texts(csv_path, n=3):
     data = csv_path.read_bytes()
-    assert archive.record_bounds(data)[1] == len(data), "torn CSV row"
+    assert csv_records.record_bounds(data)[1] == len(data), "torn CSV row"
     keys = [archive.row_key(r) for r in pd.read_csv(csv_path, keep_default_na=False, dtype=str).to_dict("records")]
     counts = collections.Counter(r["row_key"] for r in archive.load_outputs(csv_path, orphans=True))
     missing = [k for k in keys if counts[k] != n]
@@ -42,7 +42,7 @@ def assert_rows_have_texts(csv_path, n=3):
 
 
 def lock_is_free(csv_path):
-    fd = os.open(archive.lock_path(csv_path), os.O_RDWR)
+    fd = os.open(files.lock_path(csv_path), os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -55,10 +55,10 @@ def lock_is_free(csv_path):
 CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from store import archive
+    from store import archive, files
 
     csv_path, marker = sys.argv[1], Path(sys.argv[2])
-    real_append = archive.append_whole
+    real_append = files.append_whole
 
     def append_then_hang(path, text, shown=None):
         before = real_append(path, text, shown)
@@ -67,7 +67,7 @@ CHILD = textwrap.dedent("""
             time.sleep(120)
         return before
 
-    archive.append_whole = append_then_hang
+    files.append_whole = append_then_hang
     row = {"run_id": "run-x", "method": "standard", "setting": "point=1", "engine": "hf",
            "quantization": "none", "attention": "sdpa", "status": "ok"}
     archive.append_result(csv_path, row, [dict(text=f"text {k} of 1", prompt_index=k) for k in range(3)])

@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 
-from store import archive
+from store import archive, csv_records
 
 
 def row(i, **extra):
@@ -25,7 +25,7 @@ def test_csv_cut_at_every_byte_of_its_last_row(tmp_path, capsys):
     for i in range(3):
         archive.append_row(full, row(i))
     data = full.read_bytes()
-    last_start, end = archive.record_bounds(data)
+    last_start, end = csv_records.record_bounds(data)
     assert end == len(data)
     path = tmp_path / "runs.csv"
     for cut in range(last_start, len(data) + 1):
@@ -51,7 +51,7 @@ def test_csv_cut_anywhere_in_the_header_starts_a_fresh_file(tmp_path, capsys):
     full = tmp_path / "full.csv"
     archive.append_row(full, row(0))
     data = full.read_bytes()
-    header_end = archive.first_record_end(data)
+    header_end = csv_records.first_record_end(data)
     path = tmp_path / "runs.csv"
     # Every byte near both ends of the header, a stride in between: the cases differ only at the ends.
     cuts = sorted(set(range(1, 40)) | set(range(40, header_end - 40, 11)) | set(range(header_end - 40, header_end)))

@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT
 
 from models import tiny
+from models.tiny import corpus, learning, shipping
 from models.tiny import train as tiny_train
 
 
@@ -31,9 +32,9 @@ def preset(**overrides):
 def test_shipped_pair_matches_the_recorded_checksums_and_stays_small():
     folder = tiny.TRAINED_ROOT
     assert folder == ROOT / "models" / "tiny"
-    assert tiny_train.verify_checksums(folder) == []
+    assert shipping.verify_checksums(folder) == []
     names = [line.split()[1] for line in (folder / "checksums.sha256").read_text().splitlines()]
-    assert names == [f"{m}/{f}" for m in ("target", "draft") for f in tiny_train.SHIPPED_FILES]
+    assert names == [f"{m}/{f}" for m in ("target", "draft") for f in shipping.SHIPPED_FILES]
     assert sum((folder / name).stat().st_size for name in names) < 20 * 2**20
     for m in ("target", "draft"):  # weights in float16, as the training script saves them
         header = (folder / m / "model.safetensors").read_bytes()[8:4096].decode(errors="ignore")
@@ -48,7 +49,7 @@ def test_a_changed_file_fails_the_checksums(tmp_path):
     shutil.copy(tiny.TRAINED_ROOT / "checksums.sha256", tmp_path)
     with open(tmp_path / "draft" / "config.json", "a") as f:
         f.write(" ")
-    assert tiny_train.verify_checksums(tmp_path) == ["draft/config.json"]
+    assert shipping.verify_checksums(tmp_path) == ["draft/config.json"]
 
 
 def test_the_pair_loads_offline_as_trained_qwen3_models(trained):
@@ -70,10 +71,10 @@ def test_random_ids_still_give_the_random_pair(tiny_models):
 
 def test_target_is_clearly_better_than_the_draft_on_held_out_stdlib(trained):
     """Held-out files of this machine's standard library, as split by the training script."""
-    _, heldout = tiny_train.read_split()
-    stream = tiny_train.encode(trained.tokenizer, [text for _, text in heldout])
-    windows = tiny_train.eval_windows(stream, 256, 6)
-    target, draft = (math.exp(tiny_train.heldout_loss(m, windows)) for m in (trained.target, trained.draft))
+    _, heldout = corpus.read_split()
+    stream = corpus.encode(trained.tokenizer, [text for _, text in heldout])
+    windows = corpus.eval_windows(stream, 256, 6)
+    target, draft = (math.exp(learning.heldout_loss(m, windows)) for m in (trained.target, trained.draft))
     # Shipped: 82 against 98 over the 64 windows training.json records; here 6 windows, so a looser bound.
     assert target < 0.9 * draft, (target, draft)
     figures = json.loads((tiny.TRAINED_ROOT / "training.json").read_text())["figures"]
@@ -99,7 +100,7 @@ def test_an_untrained_draft_is_rejected(trained):
     import dataclasses
 
     report = json.loads((tiny.TRAINED_ROOT / "training.json").read_text())
-    untrained = tiny_train.make_model(report["settings"]["draft"], trained.tokenizer, seed=0).eval()
+    untrained = learning.make_model(report["settings"]["draft"], trained.tokenizer, seed=0).eval()
     models = dataclasses.replace(trained, draft=untrained)
     prompts = read_prompts()
     assert tiny_train.decode_counts(models, prompts, 32)["acceptance"] < 0.3
@@ -122,7 +123,7 @@ def test_training_runs_end_to_end_in_seconds(tmp_path):
                             env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "held-out perplexity" in result.stdout
-    assert tiny_train.verify_checksums(out) == []
+    assert shipping.verify_checksums(out) == []
     with open(out / "curve.csv") as f:
         curve = list(csv.DictReader(f))
     phases = [r["phase"] for r in curve]
@@ -138,8 +139,8 @@ def test_training_runs_end_to_end_in_seconds(tmp_path):
 
 
 def test_the_split_is_by_file_and_deterministic():
-    files = tiny_train.corpus_files()
-    held = [rel for rel, _ in files if tiny_train.is_heldout(rel)]
+    files = corpus.corpus_files()
+    held = [rel for rel, _ in files if corpus.is_heldout(rel)]
     assert 0.05 < len(held) / len(files) < 0.2
-    assert held == [rel for rel, _ in files if tiny_train.is_heldout(rel)]
-    assert not any(part in tiny_train.SKIP_DIRS for rel, _ in files for part in rel.split("/")[:-1])
+    assert held == [rel for rel, _ in files if corpus.is_heldout(rel)]
+    assert not any(part in corpus.SKIP_DIRS for rel, _ in files for part in rel.split("/")[:-1])

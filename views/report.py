@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from views import charts, table
+from views import charts, compare, table
 
 from store import notebook
 
@@ -78,7 +78,7 @@ def runs_section(df: pd.DataFrame) -> str:
 
 def settings_section(df: pd.DataFrame) -> str:
     run_ids = list(dict.fromkeys(df["run_id"].astype(str)))
-    diff = notebook.settings_diff(df, run_ids, all_keys=True)
+    diff = compare.settings_diff(df, run_ids, all_keys=True)
     differs = [len(set(line[1:])) > 1 for line in diff.itertuples(index=False)]
     lines = [[str(v) for v in line] for line in diff.itertuples(index=False)]
     note = ("<p class='sub'>Keys that differ between the runs are highlighted.</p>" if len(run_ids) > 1 else "")

@@ -1,5 +1,5 @@
 """History's data: every CSV in the results folder (other machines' files dropped there too) plus uploads,
-with the sidecar's names, tags, notes and hidden marks laid over them (bench/notebook.py), filtered, with
+with the sidecar's names, tags, notes and hidden marks laid over them (store/notebook.py), filtered, with
 the runs to compare picked out, a baseline's percent changes and the settings the runs differ in.
 pandas only: no gradio, so it is tested and reused without it.
 """
@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from views import table
+from views import compare, table
 
-# The table: (column shown, header). Figures are rounded and intervals shown as the CLI shows them.
-
-from store import notebook, archive
+from store import archive, csv_records, notebook
 
 # The table: (column shown, header). Figures are rounded and intervals shown as the CLI shows them.
 HISTORY_COLUMNS = [
@@ -42,7 +40,7 @@ def read_rows(path: Path) -> pd.DataFrame:
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _CACHE:
         with open(path, "rb") as f:
-            why = archive.foreign_reason(f.read(archive.CHECK_BYTES))
+            why = csv_records.foreign_reason(f.read(csv_records.CHECK_BYTES))
         if why:
             raise ValueError(f"not a decoding-bench results file: {why}")
         if len(_CACHE) > 16:
@@ -151,8 +149,8 @@ def compared_runs(compared: pd.DataFrame) -> list[str]:
 def change_table(compared: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     """Percent change of each compared row against the baseline run (empty without a baseline)."""
     if not baseline or compared.empty:
-        return pd.DataFrame(columns=["run", "row", *[h for _, h, _ in notebook.CHANGE_FIGURES]])
-    return notebook.percent_change(compared, baseline, compared_runs(compared))
+        return pd.DataFrame(columns=["run", "row", *[h for _, h, _ in compare.CHANGE_FIGURES]])
+    return compare.percent_change(compared, baseline, compared_runs(compared))
 
 
 def diff_table(compared: pd.DataFrame) -> pd.DataFrame:
@@ -160,7 +158,7 @@ def diff_table(compared: pd.DataFrame) -> pd.DataFrame:
     runs = compared_runs(compared)
     if len(runs) < 2:
         return pd.DataFrame(columns=["key"])
-    return notebook.settings_diff(compared, runs)
+    return compare.settings_diff(compared, runs)
 
 
 def info_md(df: pd.DataFrame, rows: pd.DataFrame, compared: pd.DataFrame, files: list[Path], folder: Path,

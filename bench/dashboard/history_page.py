@@ -1,6 +1,6 @@
 """History: every row of every CSV in the results folder plus uploads, filtered; picked runs compared on the
 same charts as Results, against a baseline run in percent, with the settings they differ in; runs named,
-tagged, annotated and hidden through the sidecar (bench/notebook.py); the filtered rows exported as CSV and
+tagged, annotated and hidden through the sidecar (store/notebook.py); the filtered rows exported as CSV and
 the compared runs as one HTML report. The data work is in history.py."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 
 from views import charts
 
-from store import notebook, archive
+from store import archive, export, notebook
 from bench.dashboard.chart_grid import chart_grid
 from bench.dashboard.shared import UI_ONLY, AppContext
 from bench.dashboard.history import (FILTERS, HISTORY_COLUMNS, change_table, compared_runs, diff_table,
@@ -180,7 +180,7 @@ class HistoryPage:
     def export(self, files, baseline, show_hidden, *selected_values):
         rows, _ = self.picked_rows(files, baseline, show_hidden, selected_values)
         path = self.ctx.export_file("history", ".csv")
-        archive.export_csv(rows.drop(columns=["hidden"], errors="ignore"), path)  # formula cells are escaped
+        export.export_csv(rows.drop(columns=["hidden"], errors="ignore"), path)  # formula cells are escaped
         return gr.update(value=str(path), visible=True, label=f"Filtered rows ({len(rows):,})")
 
     def report(self, files, baseline, show_hidden, *selected_values):

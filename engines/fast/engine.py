@@ -9,16 +9,15 @@ from typing import Callable
 
 import torch
 
-from decoding.types import Generation, Probe, Request, UnsupportedSetting
+from decoding.types import DraftStats, Generation, Probe, Request, UnsupportedSetting
 from engines.fast.cache import StaticKVCache
 from engines.fast.loops import (DraftLog, Model, ModelDrafter, PromptLookupDrafter, decode, decode_one_token,
                                 prefill, speculative_decode, speculative_decode_nosync)
 from engines.fast.model import check_model, is_quantized, make_forward, vocab_size
 from engines.fast.rounds import RoundState, speculative_round
 from engines.fast.sampling import AcceptFn, Rules, make_rules, rejection_accept
-from engines.fast.steps import (Steps, compile_enabled, decode_step, fuse_enabled, nosync_enabled, tune_inductor,
-                                tuning_enabled, verify)
-from metrics.drafts import count_rounds
+from engines.fast.steps import Steps, decode_step, tune_inductor, verify
+from metrics.drafts import draft_stats
 from metrics.prediction import seconds_per_step
 
 STEP_RATIO_ROOM = 16  # cache slots step_time_ratio needs after the prompt (its STEPS decode steps and the first token)
@@ -34,25 +33,27 @@ def compiled(fn):
 
 
 class FastEngine:
-    """FastEngine(models, accept_fn=rejection_accept, fuse=None, nosync=None).generate(request, probe) -> Generation.
+    """FastEngine(models, accept_fn=rejection_accept, compile=True, fast_fuse=True, fast_tuning=True,
+    fast_nosync=True).generate(request, probe) -> Generation. The keyword options are the engine's config keys
+    (engines/__init__.py), so every row says which ran.
 
     Attributes: `compile_seconds` (compile + CUDA-graph capture so far; 0.0 on the CPU, where nothing is compiled),
-    `compile` (whether steps run compiled), `accept_fn` (the speculative acceptance rule for sampling, see
-    sampling.py), `fuse` (whether models of a supported layout run `FusedForward`; default: BENCH_FAST_FUSE, on),
-    `nosync` (whether speculative decoding and prompt lookup run the no-sync round of rounds.py, else one host sync
-    per round; default: BENCH_FAST_NOSYNC, on)."""
+    `compile` (whether steps run compiled: on CUDA, unquantized, with the `compile` option), `accept_fn` (the
+    speculative acceptance rule for sampling, see sampling.py), `fuse` (whether models of a supported layout run
+    `FusedForward`), `nosync` (whether speculative decoding and prompt lookup run the no-sync round of rounds.py,
+    else one host sync per round)."""
 
     name = "fast"
 
-    def __init__(self, models, accept_fn: AcceptFn = rejection_accept, fuse: bool | None = None,
-                 nosync: bool | None = None):
+    def __init__(self, models, accept_fn: AcceptFn = rejection_accept, compile: bool = True, fast_fuse: bool = True,
+                 fast_tuning: bool = True, fast_nosync: bool = True):
         self.models = models
         self.accept_fn = accept_fn
-        self.fuse = fuse_enabled() if fuse is None else fuse
-        self.nosync = nosync_enabled() if nosync is None else nosync
+        self.fuse = fast_fuse
+        self.nosync = fast_nosync
         self.compile_seconds = 0.0  # reported apart from the run time
         self.notes: list[str] = []
-        self.compile = models.device.type == "cuda" and compile_enabled()
+        self.compile = models.device.type == "cuda" and compile
         if self.compile and any(is_quantized(m) for m in (models.target, models.draft) if m is not None):
             self.compile = False
             self.notes.append("fast engine: quantized weights, ran without torch.compile / CUDA graphs")
@@ -62,7 +63,7 @@ class FastEngine:
             for name in ("recompile_limit", "cache_size_limit"):
                 if hasattr(torch._dynamo.config, name):
                     setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
-            if tuning_enabled():
+            if fast_tuning:
                 tune_inductor()
             # A step, and a whole no-sync round (one graph per k), is then one CUDA-graph replay.
             step_fn, verify_fn, round_fn = compiled(decode_step), compiled(verify), compiled(speculative_round)
@@ -296,30 +297,25 @@ class FastEngine:
                                      f"only, got {req.input_ids.shape[0]}; use 'batched' to measure batching")
 
 
-def draft_counts(log: DraftLog, k: int) -> dict:
-    """A drafting call's Generation counts, by the definitions of metrics/drafts.py (the hf engine's too)."""
-    c = count_rounds(log.rounds, k, log.natural_eos)
-    return dict(drafted=c.drafted, accepted=c.accepted, verify_steps=c.rounds,
-                accepted_by_position=c.accepted_by_position, offered_by_position=c.offered_by_position,
-                natural_eos=log.natural_eos, target_forwards=log.target_forwards, drafted_all=log.drafted_all)
+def draft_counts(log: DraftLog, k: int) -> DraftStats:
+    """A drafting call's DraftStats, by the definitions of metrics/drafts.py (the hf engine's too)."""
+    return draft_stats(log.rounds, k, log.natural_eos, log.target_forwards, log.drafted_all)
 
 
-class _Count:
-    """A Generation count computed on its first read (see FastGeneration)."""
-
-    def __set_name__(self, owner, name):
-        self.name = name
+class _DraftsLater:
+    """FastGeneration.drafts: set as on any Generation, or by count_later to a read that runs on first access."""
 
     def __get__(self, obj, owner=None):
         if obj is None:
             return self
-        read = obj.__dict__.pop("_read_counts", None)
+        read = obj.__dict__.pop("_read_drafts", None)
         if read is not None:
-            obj.__dict__.update(read())
-        return obj.__dict__[self.name]
+            obj.__dict__["drafts"] = read()
+        return obj.__dict__["drafts"]
 
     def __set__(self, obj, value):
-        obj.__dict__[self.name] = value
+        obj.__dict__.pop("_read_drafts", None)
+        obj.__dict__["drafts"] = value
 
 
 class FastGeneration(Generation):
@@ -327,18 +323,11 @@ class FastGeneration(Generation):
     device; reading them inside generate would be a host sync in the timed call, so they are read once, when the
     runner asks for a count after its clock has stopped (as Generation.new_tokens is counted)."""
 
-    drafted = _Count()
-    accepted = _Count()
-    verify_steps = _Count()
-    accepted_by_position = _Count()
-    offered_by_position = _Count()
-    natural_eos = _Count()
-    target_forwards = _Count()
-    drafted_all = _Count()
+    drafts = _DraftsLater()
 
-    def count_later(self, read: Callable[[], dict]) -> None:
-        """read() returns every count above by name; it runs at most once."""
-        self.__dict__["_read_counts"] = read
+    def count_later(self, read: Callable[[], DraftStats]) -> None:
+        """read() returns the call's DraftStats; it runs at most once, when `drafts` is first read."""
+        self.__dict__["_read_drafts"] = read
 
 
 def pad_after_eos(sequences: torch.Tensor, eos_token_ids, pad_token_id: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ host sync")."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 
@@ -73,6 +74,19 @@ class RoundState:
                           self.starts, self.offered, self.accepted])
 
 
+class Outcome(NamedTuple):
+    """What one round proposed and what the target made of it, all on the device: what `keep` writes into the
+    buffers."""
+
+    pos: torch.Tensor  # () long: slot of the round's first token, the last kept one
+    drafts: torch.Tensor  # (k,) long: the drafts verified (past `offered`, fillers)
+    offered: torch.Tensor  # () long: drafts that count; 0 for an inactive round
+    active: torch.Tensor  # () bool: the run had not ended when the round began
+    n: torch.Tensor  # () long: drafts the target accepted
+    nxt: torch.Tensor  # (1,) long: the target's own token after them
+    natural: torch.Tensor  # (k+1,) bool: whether the target's unforced choice at each position was EOS
+
+
 def speculative_round(target_fwd, target_cache: StaticKVCache, draft_fwd, draft_cache: StaticKVCache | None,
                       state: RoundState, rules: Rules, accept_fn: AcceptFn, k: int) -> None:
     """One round from the last kept token (slot L + n_new - 1): up to k drafts (the draft model's when draft_fwd is
@@ -96,7 +110,7 @@ def speculative_round(target_fwd, target_cache: StaticKVCache, draft_fwd, draft_
     target_cache.pos.copy_(pos)
     tokens = torch.cat([seq.index_select(1, pos.view(1)), drafts], dim=1)  # (1, k+1)
     n, nxt, natural = verify_round(target_fwd, target_cache, tokens, q, offered, rules, accept_fn)
-    keep(state, seq, pos, drafts[0], n[0], nxt, natural, offered, active, rules, k)
+    keep(state, seq, Outcome(pos, drafts[0], offered, active, n[0], nxt, natural), rules)
 
 
 def verify_round(fwd, cache: StaticKVCache, tokens: torch.Tensor, draft_probs, n_real: torch.Tensor, rules: Rules,
@@ -114,12 +128,13 @@ def verify_round(fwd, cache: StaticKVCache, tokens: torch.Tensor, draft_probs, n
     return n, nxt, natural_eos(logits[0], rules)
 
 
-def keep(state: RoundState, seq: torch.Tensor, pos: torch.Tensor, drafts: torch.Tensor, n: torch.Tensor,
-         nxt: torch.Tensor, natural: torch.Tensor, offered: torch.Tensor, active: torch.Tensor, rules: Rules,
-         k: int) -> None:
-    """The round's outcome into the buffers, as `speculative_decode` does it on the host: the accepted drafts and
-    the target's token after them, cut at an EOS that may end the run (`cut_at_eos`), the Round record, the first
-    natural EOS. Only an active round moves n_new and the counts; what an inactive one writes lies past the output."""
+def keep(state: RoundState, seq: torch.Tensor, outcome: Outcome, rules: Rules) -> None:
+    """The round's outcome into the buffers (seq: the target cache's tokens, (1, max_len)), as `speculative_decode`
+    does it on the host: the accepted drafts and the target's token after them, cut at an EOS that may end the run
+    (`cut_at_eos`), the Round record, the first natural EOS. Only an active round moves n_new and the counts; what an
+    inactive one writes lies past the output."""
+    pos, drafts, offered, active, n, nxt, natural = outcome
+    k = drafts.shape[0]  # a static shape: no read of the device
     i = torch.arange(k + 1, device=seq.device)  # (k+1,)
     out = torch.where(i < n, torch.cat([drafts, nxt]), nxt)  # (k+1,) past index n a filler, overwritten later
     eos = rules.eos_mask[out] & (i <= n) & (state.n_new + i >= state.min_new) & state.may_stop  # (k+1,)

@@ -1,10 +1,8 @@
-"""The single steps of the `fast` engine (`forward`, `decode_step`, `verify`: what gets compiled) and the switches
-that decide whether and how they are compiled (BENCH_FAST_COMPILE, BENCH_FAST_FUSE, BENCH_FAST_TUNING) and which
-speculative round runs (BENCH_FAST_NOSYNC).
+"""The single steps of the `fast` engine (`forward`, `decode_step`, `verify`: what gets compiled) and gpt-fast's
+inductor settings. Whether and how they are compiled is the engine's options (`compile`, `fast_tuning`; engines/).
 See docs/fast_engine.md."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -12,26 +10,6 @@ import torch
 
 from engines.fast.cache import StaticKVCache
 from engines.fast.sampling import AcceptFn, Rules, natural_eos, next_token, next_token_probs
-
-
-def _env_on(name: str) -> bool:
-    return os.environ.get(name, "1").lower() not in ("0", "false", "no", "off")
-
-
-def compile_enabled() -> bool:
-    return _env_on("BENCH_FAST_COMPILE")
-
-
-def fuse_enabled() -> bool:
-    return _env_on("BENCH_FAST_FUSE")
-
-
-def tuning_enabled() -> bool:
-    return _env_on("BENCH_FAST_TUNING")
-
-
-def nosync_enabled() -> bool:
-    return _env_on("BENCH_FAST_NOSYNC")
 
 
 def tune_inductor() -> None:

@@ -26,31 +26,30 @@ models are Qwen3 (`Qwen3ForCausalLM`), trained in float32 from fixed seeds and s
 Written beside the models: `training.json` (settings, corpus, timings, final figures), `curve.csv` (the training
 curve of both phases) and `checksums.sha256` (sha256 of every shipped file, `sha256sum -c` format; the tests verify
 it). The figures are measured on what ships: the float16 files, loaded in float32 as the benchmark loads them.
+
+The corpus, tokenizer and windows are corpus.py's, the models, losses and held-out figures learning.py's, the shipped
+files and checksums shipping.py's; this script runs the two phases and records them. It is an entry point (run, never
+imported by the layers), so it alone may measure acceptance on the benchmark's fast engine.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import platform
 import shutil
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
-SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "dist-packages", "__pycache__",
-             "encodings", "pydoc_data", "ensurepip"}
-MAX_FILE_BYTES = 400_000  # generated tables, not code
-HELDOUT_MODULUS = 10
-SPECIALS = ("<|endoftext|>", "<|pad|>")
-SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                 "tokenizer_config.json")
+from models.tiny.corpus import (HELDOUT_MODULUS, encode, eval_windows, heldout_snippets, read_split, sample_batch,
+                                sample_windows, stdlib_root, tiny_prompts, train_tokenizer)
+from models.tiny.learning import agreement, ce_loss, heldout_loss, kd_loss, lr_at, make_model, optimizer
+from models.tiny.shipping import SHIPPED_FILES, save, write_checksums
 
 
 @dataclasses.dataclass
@@ -100,201 +99,7 @@ def smoke(out: str) -> Settings:
                                head_dim=16, intermediate_size=32))
 
 
-# -- corpus -----------------------------------------------------------------------------------------------------------
-
-
-def stdlib_root() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def is_heldout(relative: str) -> bool:
-    """Deterministic and by file: the same file is always on the same side, on every machine."""
-    return int(hashlib.sha256(relative.encode()).hexdigest(), 16) % HELDOUT_MODULUS == 0
-
-
-def corpus_files(root: Path | None = None) -> list[tuple[str, Path]]:
-    """(relative posix path, path) of every corpus file, sorted by relative path."""
-    root = root or stdlib_root()
-    files = []
-    for path in root.rglob("*.py"):
-        rel = path.relative_to(root)
-        if any(part in SKIP_DIRS for part in rel.parts[:-1]) or rel.name.startswith("_sysconfigdata"):
-            continue
-        if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
-            continue
-        files.append((rel.as_posix(), path))
-    return sorted(files)
-
-
-def read_split(max_files: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(train, heldout) lists of (relative path, text)."""
-    train, heldout = [], []
-    for rel, path in corpus_files():
-        text = path.read_text(encoding="utf-8", errors="replace")
-        (heldout if is_heldout(rel) else train).append((rel, text))
-    if max_files:
-        train, heldout = train[:max_files], heldout[:max(1, max_files // 3)]
-    return train, heldout
-
-
-# -- tokenizer --------------------------------------------------------------------------------------------------------
-
-
-def train_tokenizer(texts: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer, length=len(texts))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=SPECIALS[0], bos_token=SPECIALS[0],
-                                   pad_token=SPECIALS[1], padding_side="left")
-
-
-def encode(tokenizer, texts: list[str]):
-    """One stream of token ids: the files in order, each followed by <|endoftext|>."""
-    import torch
-
-    eos = tokenizer.eos_token_id
-    ids = []
-    for chunk in tokenizer(texts, add_special_tokens=False).input_ids:
-        ids.extend(chunk)
-        ids.append(eos)
-    return torch.tensor(ids, dtype=torch.int32)
-
-
-# -- models -----------------------------------------------------------------------------------------------------------
-
-
-def make_model(shape: dict, tokenizer, seed: int):
-    import torch
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
-
-    config = Qwen3Config(
-        vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-6,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        attn_implementation="sdpa", **shape)
-    torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-                                               pad_token_id=config.pad_token_id, do_sample=False)
-    return model
-
-
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warm-up, then cosine down to a tenth of the peak."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def optimizer(model, lr: float, weight_decay: float):
-    import torch
-
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    rest = [p for n, p in model.named_parameters() if p.ndim < 2]
-    return torch.optim.AdamW([dict(params=decay, weight_decay=weight_decay), dict(params=rest, weight_decay=0.0)],
-                             lr=lr, betas=(0.9, 0.95), eps=1e-8)
-
-
-def kd_loss(draft_logits, target_logits):
-    """KL(target || draft) per position, averaged: the draft learns the target's whole distribution."""
-    import torch.nn.functional as F
-
-    t = F.log_softmax(target_logits.float(), dim=-1)
-    d = F.log_softmax(draft_logits.float(), dim=-1)
-    return F.kl_div(d.flatten(0, 1), t.flatten(0, 1), log_target=True, reduction="batchmean")
-
-
-def ce_loss(logits, labels):
-    import torch.nn.functional as F
-
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten().long())
-
-
-def sample_windows(stream, batch: int, length: int, generator):
-    """`batch` windows of `length` training tokens at random places."""
-    import torch
-
-    starts = torch.randint(0, len(stream) - length, (batch,), generator=generator)
-    return torch.stack([stream[s:s + length] for s in starts.tolist()]).long()
-
-
-def sample_batch(stream, batch: int, seq: int, generator):
-    windows = sample_windows(stream, batch, seq + 1, generator)
-    return windows[:, :-1], windows[:, 1:]
-
-
-def eval_windows(stream, seq: int, n: int):
-    """n windows of seq + 1 tokens spread evenly over the held-out stream (fixed, so figures compare)."""
-    import torch
-
-    n = max(1, min(n, (len(stream) - 1) // (seq + 1)))
-    starts = torch.linspace(0, len(stream) - seq - 1, n).long().tolist()
-    return torch.stack([stream[s:s + seq + 1] for s in starts]).long()
-
-
-def heldout_loss(model, windows, batch: int = 8) -> float:
-    """Mean next-token cross-entropy (nats) over every position of the windows."""
-    import torch
-
-    total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for i in range(0, len(windows), batch):
-            w = windows[i:i + batch]
-            logits = model(input_ids=w[:, :-1]).logits
-            total += float(ce_loss(logits, w[:, 1:])) * w[:, 1:].numel()
-            count += w[:, 1:].numel()
-    model.train(was_training)
-    return total / count
-
-
-def agreement(target, draft, windows, batch: int = 8) -> float:
-    """Share of held-out positions where the draft's argmax equals the target's (teacher-forced)."""
-    import torch
-
-    same, count = 0, 0
-    with torch.inference_mode():
-        for i in range(0, len(windows), batch):
-            x = windows[i:i + batch, :-1]
-            same += int((target(input_ids=x).logits.argmax(-1) == draft(input_ids=x).logits.argmax(-1)).sum())
-            count += x.numel()
-    return same / count
-
-
 # -- the figures the benchmark reports ---------------------------------------------------------------------------------
-
-
-def tiny_prompts() -> list[str]:
-    preset = Path(__file__).resolve().parents[2] / "presets" / "tiny.json"
-    return json.loads(preset.read_text())["prompts"]
-
-
-def heldout_snippets(heldout: list[tuple[str, str]], n: int, chars: int = 400) -> list[str]:
-    """Up to n prompts from held-out files: the text from a file's first top-level `def`, about `chars` long, ending
-    after the first word of a line (a prompt that ends on a newline would end where the tokenizer never splits)."""
-    import re
-
-    snippets = []
-    for rel, text in heldout:
-        at = text.find("\ndef ")
-        if at < 0:
-            continue
-        body = text[at + 1:at + 1 + chars]
-        cut = body.rfind("\n") + 1
-        word = re.match(r"[ \t]*\S+", text[at + 1 + cut:]) if cut else None
-        if word and body.count("\n") >= 3:
-            snippets.append(body[:cut] + word.group(0))
-        if len(snippets) == n:
-            break
-    return snippets
 
 
 def load_pair(folder: Path, draft: str = "draft"):
@@ -317,44 +122,8 @@ def decode_counts(models, prompts: list[str], new_tokens: int, *, k: int = 4, lo
         request = Request(x.input_ids, x.attention_mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                           use_draft=not lookup, num_draft_tokens=k, prompt_lookup_num_tokens=lookup)
         g = engine.generate(request, NullProbe())
-        drafted, accepted = drafted + g.drafted, accepted + g.accepted
+        drafted, accepted = drafted + g.drafts.drafted, accepted + g.drafts.accepted
     return dict(drafted=drafted, accepted=accepted, acceptance=round(accepted / drafted, 4) if drafted else None)
-
-
-# -- files ------------------------------------------------------------------------------------------------------------
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_checksums(folder: Path) -> Path:
-    lines = [f"{sha256(folder / name / f)}  {name}/{f}" for name in ("target", "draft") for f in SHIPPED_FILES]
-    path = folder / "checksums.sha256"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def verify_checksums(folder: Path) -> list[str]:
-    """Files whose sha256 differs from checksums.sha256 (empty: all match)."""
-    bad = []
-    for line in (folder / "checksums.sha256").read_text().splitlines():
-        digest, name = line.split(None, 1)
-        path = folder / name.strip()
-        if not path.is_file() or sha256(path) != digest:
-            bad.append(name.strip())
-    return bad
-
-
-def save(model, tokenizer, path: Path) -> None:
-    import torch
-
-    path.mkdir(parents=True, exist_ok=True)
-    model.to(torch.float16).save_pretrained(path, safe_serialization=True)
-    model.to(torch.float32)
-    tokenizer.save_pretrained(path)
-    for extra in set(p.name for p in path.iterdir()) - set(SHIPPED_FILES):  # e.g. special_tokens_map.json
-        (path / extra).unlink()
 
 
 # -- the run ----------------------------------------------------------------------------------------------------------

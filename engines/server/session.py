@@ -1,11 +1,10 @@
-"""The `server` engine: any OpenAI-compatible HTTP server (vLLM, SGLang, TGI, llama.cpp, `transformers serve`),
-measured from the outside under the load scenario, optionally started by the tool itself (`server_command`).
+"""The requests of one load row against an OpenAI-compatible endpoint, over HTTP.
 
 Each request streams (SSE) and every event is stamped on arrival with the client's clock:
 - TTFT ends at the first event carrying content (or reasoning content), never at a role-only event;
 - tokens per event come from the server's own usage figures when it sends them with every chunk (vLLM's
   continuous_usage_stats), else from the run's tokenizer over the text so far, reconciled with the final usage;
-- an event of k tokens is k inter-token gaps (metrics/load.py), so chunked streaming is not counted as slow.
+- an event of k tokens is k inter-token gaps (metrics/serving.py), so chunked streaming is not counted as slow.
 
 What a request asks for is read off the Request the method builds (scenarios/load.py): temperature 0 for
 greedy, temperature/top_p/top_k for sampling, vLLM's beam search for beams (an error row where refused).
@@ -19,108 +18,16 @@ transformers serve's (a generation_config with min_new_tokens), then plain OpenA
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import os
-import shlex
-import signal
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 from decoding.types import UnsupportedSetting
 from metrics.serving import RequestRecord, spread_tokens
+from engines.server.process import ServerFailed, urls
 
 DIALECTS = ("vllm", "vllm-usage", "transformers", "openai", "plain")
-READY_POLL_S = 0.25
-STOP_GRACE_S = 20
 SPEC_COUNTERS = {"drafted_tokens": "spec_decode_num_draft_tokens", "accepted_tokens": "spec_decode_num_accepted_tokens"}
-
-
-class ServerFailed(RuntimeError):
-    """The server could not be started or stopped serving; the message ends with the tail of its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def urls(endpoint: str) -> dict[str, str]:
-    base = endpoint.rstrip("/")
-    root = base[:-3] if base.endswith("/v1") else base
-    return {"base": base, "root": root, "health": root + "/health", "models": base + "/models",
-            "metrics": root + "/metrics", "completions": base + "/completions", "chat": base + "/chat/completions"}
-
-
-class ServerProcess:
-    """One server started from a command line, in its own process group so that stopping it stops its children."""
-
-    def __init__(self, command: str, log_path: Path):
-        self.command, self.log_path = command, log_path
-        self.proc: subprocess.Popen | None = None
-        self._log = None
-
-    def start(self, endpoint: str, timeout_s: float) -> None:
-        import httpx
-
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")
-        try:
-            self.proc = subprocess.Popen(shlex.split(self.command), stdout=self._log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        except OSError as e:
-            raise ServerFailed(f"server command could not start ({e.strerror or e}): {self.command}") from None
-        atexit.register(self.stop)
-        u = urls(endpoint)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServerFailed(f"server exited with code {self.proc.returncode} before it was ready: {self.tail()}")
-            for url in (u["health"], u["models"]):
-                try:
-                    if httpx.get(url, timeout=2).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-            time.sleep(READY_POLL_S)
-        self.stop()
-        raise ServerFailed(f"server not ready at {u['health']} or {u['models']} after {timeout_s:g} s: {self.tail()}")
-
-    def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        if proc is not None:
-            try:  # children that outlived the leader (workers of a multi-process server) share its group
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def tail(self, lines: int = 15, chars: int = 1200) -> str:
-        try:
-            text = self.log_path.read_bytes().decode("utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        tail = " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
-        return ("log tail: " + tail[-chars:]) if tail else "(empty log)"
 
 
 def prometheus_totals(text: str) -> dict[str, float]:
@@ -153,85 +60,21 @@ def content_of(event: dict) -> str:
     return (delta.get("content") or "") + (delta.get("reasoning_content") or delta.get("reasoning") or "")
 
 
-class ServerEngine:
-    name = "server"
-
-    def __init__(self, models):
-        self.models = models
-        self.process: ServerProcess | None = None
-        self.running: int | None = None  # which server_command is up
-        self.endpoints: dict[int, str] = {}
-        self.failed: dict[int, str] = {}
-
-    def generate(self, request, probe):
-        raise UnsupportedSetting("engine 'server' runs under the load scenario: set concurrency or request_rate")
-
-    def endpoint(self, config, index: int, run_id: str) -> str:
-        """The endpoint of server_command[index], starting it (and stopping another) as needed."""
-        if index < 0:
-            return config.endpoint
-        if index in self.failed:
-            raise ServerFailed(self.failed[index])
-        if self.running == index and self.process is not None:
-            if (code := self.process.exited()) is not None:
-                self.failed[index] = f"server exited with code {code} during the run: {self.process.tail()}"
-                raise ServerFailed(self.failed[index])
-            return self.endpoints[index]
-        self.close()
-        port = free_port()
-        from models.loading import model_source
-
-        command = config.server_command[index].replace("{port}", str(port)).replace(
-            "{model}", model_source(config.model))
-        endpoint = (config.endpoint or "http://127.0.0.1:{port}/v1").replace("{port}", str(port))
-        log = Path(config.results).with_name(f"server-{run_id}-{index + 1}.log")
-        process = ServerProcess(command, log)
-        try:
-            process.start(endpoint, config.server_start_timeout_s)
-        except ServerFailed as e:
-            process.stop()
-            self.failed[index] = str(e)
-            raise
-        self.process, self.running, self.endpoints[index] = process, index, endpoint
-        return endpoint
-
-    def endpoint_for(self, job) -> str:
-        index = job.point.load.server
-        return self.endpoints.get(index, "") if index >= 0 else (job.ctx.config.endpoint or "")
-
-    def check_alive(self, index: int) -> None:
-        if index >= 0 and self.process is not None and (code := self.process.exited()) is not None:
-            self.failed[index] = f"server exited with code {code} during the run: {self.process.tail()}"
-            raise ServerFailed(self.failed[index])
-
-    def session(self, job, template) -> "ServerSession":
-        if template.logits_options:
-            names = ", ".join(k for k, _ in template.logits_options)
-            raise UnsupportedSetting(f"{names} is no OpenAI-compatible request parameter: run {job.point.method} "
-                                     "on an in-process engine")
-        return ServerSession(self, job, template)
-
-    def close(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-        self.process, self.running = None, None
-
-
 class ServerSession:
-    """The requests of one load row against one endpoint."""
+    """The requests of one load row against one endpoint; engine is the ServerEngine that keeps it up."""
 
-    def __init__(self, engine: ServerEngine, job, template):
+    def __init__(self, engine, job, template):
         self.engine, self.job, self.template = engine, job, template
         config = job.ctx.config
-        self.config, self.api = config, config.api
+        self.config, self.api = config, engine.api
         self.tokenizer = job.ctx.models.tokenizer
         self.dialect = None
-        self.model = config.served_model
+        self.model = engine.served_model
         self.client = None
         self.streams: dict[int, tuple[list, dict | None]] = {}  # request id -> (events, final usage)
         self.notes: set[str] = set()
         self.counters: dict[str, float] = {}
-        key = os.environ.get(config.api_key_env or "", "")
+        key = os.environ.get(engine.api_key_env or "", "")
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
 
     @property
