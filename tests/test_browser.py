@@ -185,7 +185,7 @@ def test_form_shows_cli_errors_loads_and_downloads_json(served, page, tmp_path):
     assert [p.parent for p in (results.parent / "exports").glob("config-*.json")] == [results.parent / "exports"]
 
 
-# ------------------------------------------------------------------------------- regressions (issue 12)
+# ------------------------------------------------------------------------------------------------ regressions
 
 def load_config(page: Page, path: Path) -> None:
     """Load JSON config: the form is filled from the file."""
@@ -216,7 +216,7 @@ CHART_WIDTHS = """names => names.map(name => {
 
 
 def test_results_charts_fit_their_cards_after_a_run_made_on_another_tab(served, page, tmp_path):
-    """Regression (issue 12, bug 1): Results opened before a run, the run made on the Run tab, then Results
+    """Regression: Results opened before a run, the run made on the Run tab, then Results
     opened: the charts drawn while hidden were 700 px wide in 600 px cards, their right edge cut off."""
     url, results = served
     page.goto(url)
@@ -238,7 +238,7 @@ def test_results_charts_fit_their_cards_after_a_run_made_on_another_tab(served, 
 
 
 def test_stop_cancels_a_queued_run_and_nothing_is_written(served, tmp_path):
-    """Regression (issue 12, bug 2): session B pressed Run while A's run held the benchmark, then Stop; B's
+    """Regression: session B pressed Run while A's run held the benchmark, then Stop; B's
     queue indicator went away but its run started after A's and wrote its rows. Now it never starts."""
     url, results = served
     with sync_playwright() as p:
@@ -269,7 +269,7 @@ def test_stop_cancels_a_queued_run_and_nothing_is_written(served, tmp_path):
 
 
 def test_history_keeps_every_fast_tick_in_the_runs_filter(served, page, tmp_path):
-    """Regression (issue 12, bug 3): ticks about 250 ms apart in the Runs filter each reloaded the page and
+    """Regression: ticks about 250 ms apart in the Runs filter each reloaded the page and
     wrote the filter back, so the response to one tick undid the next."""
     from test_dashboard import synthetic_rows
 
@@ -298,7 +298,7 @@ def test_history_keeps_every_fast_tick_in_the_runs_filter(served, page, tmp_path
 def test_history_names_hides_diffs_and_compares_against_a_baseline(served, page, tmp_path):
     """The lab notebook, through the page: rename and tag a run, pick a baseline, read the percent
     change and the settings diff, hide a run and show it again. The CSV is never rewritten."""
-    from test_dashboard_notebook import run_rows
+    from test_run_notebook import run_rows
 
     import pandas as pd
 

@@ -273,7 +273,7 @@ def test_invalid_config_shows_the_config_error_and_runs_nothing(app):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_on_a_machine_without_it_is_refused_up_front_and_the_app_stays_usable(app):
-    """Issue 12: device cuda passed the form check, then failed every row, which stayed in History for good."""
+    """Once, device cuda passed the form check, then failed every row, which stayed in History for good."""
     demo, results = app
     before = row_count(results)
     client = Client(demo.local_url, verbose=False)

@@ -1,4 +1,4 @@
-"""The standalone HTML report (issue 12): `app.py --preset tiny --report PATH` writes one file that opens
+"""The standalone HTML report: `app.py --preset tiny --report PATH` writes one file that opens
 in Chromium with no network and shows every chart of the Results page, the settings, the summary with
 intervals and the texts."""
 from __future__ import annotations
@@ -61,7 +61,7 @@ def test_cli_report_opens_offline_in_chromium_with_every_chart(tiny_report):
 
 
 def test_report_of_two_runs_compares_them_and_escapes_what_users_wrote(tmp_path):
-    from test_dashboard_notebook import run_rows
+    from test_run_notebook import run_rows
 
     df = pd.DataFrame(run_rows("run-a", 10.0) + run_rows("run-b", 20.0, device_name="Other CPU",
                                                          run_name="<b>bold</b> name"), columns=archive.COLUMNS)

@@ -1,4 +1,4 @@
-"""Form and config wording (issue 12): a typo in a config key is refused whole with a suggestion, in the CLI
+"""Form and config wording: a typo in a config key is refused whole with a suggestion, in the CLI
 and the dashboard alike; form errors name the label beside the key; an empty box is not JSON's null;
 device cuda without CUDA is refused before anything loads."""
 from __future__ import annotations

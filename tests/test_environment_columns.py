@@ -1,4 +1,4 @@
-"""Machines told apart and CPU memory shown (issue 12): CPU model, cores, RAM and GPU driver in every row;
+"""Machines told apart and CPU memory shown: CPU model, cores, RAM and GPU driver in every row;
 the process's peak RSS per call, drawn in the memory chart when a row has no GPU figures."""
 from __future__ import annotations
 

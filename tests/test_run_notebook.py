@@ -1,4 +1,4 @@
-"""History as a lab notebook (issue 12): runs named, tagged, annotated and hidden through a sidecar that never
+"""History as a lab notebook: runs named, tagged, annotated and hidden through a sidecar that never
 rewrites the CSV; settings diffed; rows compared against a baseline run in percent with intervals. Also the
 Samples page's notes. Pure functions: no server, no browser."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Figures on a noisy machine (issue 12): no axis below zero, unstable rows marked, speedups rounded to what
+"""Figures on a noisy machine: no axis below zero, unstable rows marked, speedups rounded to what
 their interval supports."""
 from __future__ import annotations
 
