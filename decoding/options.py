@@ -125,12 +125,12 @@ class Kind:
 
 
 def option(default, help: str, kind: str, choices=None, lo=None, hi=None, flag: str | None = None,
-           exact: bool = False, repeats: bool = False, blank: str | None = None):
+           exact: bool = False, repeats: bool = False, blank: str | None = None, label: str | None = None):
     """A config field that carries its own help, kind and limits. `flag` renames its CLI flag; `exact` keeps a
     string as written (prompts keep their whitespace); `repeats` lets a list hold one value twice; `blank` is
-    what the error says of an empty string."""
+    what the error says of an empty string; `label` names its form field (default: the key in words)."""
     meta = dict(help=help, kind=kind, type=Kind.parse(kind), choices=choices, lo=lo, hi=hi, flag=flag,
-                exact=exact, repeats=repeats, blank=blank)
+                exact=exact, repeats=repeats, blank=blank, label=label)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)

@@ -15,27 +15,31 @@ from decoding.options import option
 # Whether the compiling engines compile: one key for both, so a run compares them compiled or not, never mixed.
 COMPILE = option(True, "fast and hf_compiled engines: compile on CUDA (fast: torch.compile with CUDA graphs; "
                  "hf_compiled: transformers' compiled static-cache forward); false: eager, to see what compiling "
-                 "buys (on the CPU nothing is compiled)", "bool")
+                 "buys (on the CPU nothing is compiled)", "bool",
+                 label="Compile (CUDA)")
 FAST = {
     "compile": COMPILE,
     "fast_fuse": option(True, "fast engine: run models of a supported layout (Qwen3) through the fused forward "
-                        "(one QKV and one gate/up matmul); false: the model's own modules", "bool"),
+                        "(one QKV and one gate/up matmul); false: the model's own modules", "bool",
+                        label="Fused forward (fast)"),
     "fast_tuning": option(True, "fast engine, compiled: gpt-fast's inductor settings (coordinate-descent tuning of "
-                          "kernel launch configs, FX graph cache); false: inductor's defaults", "bool"),
+                          "kernel launch configs, FX graph cache); false: inductor's defaults", "bool",
+                        label="Inductor tuning (fast)"),
     "fast_nosync": option(True, "fast engine: speculative and prompt-lookup rounds without a host sync (one "
-                          "graph per round); false: one host sync per round", "bool"),
+                          "graph per round); false: one host sync per round", "bool",
+                        label="Rounds without host sync (fast)"),
 }
 CONTINUOUS = {
-    "cb_num_blocks": option(256, "continuous engine: KV cache blocks (the cache holds cb_num_blocks x cb_block_size tokens)", "int", lo=1, hi=10000000),
-    "cb_block_size": option(32, "continuous engine: tokens per KV cache block", "int", lo=4, hi=4096),
+    "cb_num_blocks": option(256, "continuous engine: KV cache blocks (the cache holds cb_num_blocks x cb_block_size tokens)", "int", lo=1, hi=10000000, label="KV cache blocks (continuous)"),
+    "cb_block_size": option(32, "continuous engine: tokens per KV cache block", "int", lo=4, hi=4096, label="KV block size (continuous)"),
 }
 SERVER = {
-    "endpoint": option(None, "server engine: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 ({port}: the port server_command got)", "optstr"),
-    "served_model": option(None, "server engine: model name sent in requests; null: the first one the server lists", "optstr"),
-    "api": option("completions", "server engine: completions (the prompt as the in-process engines see it) or chat (the server applies its template)", "str", choices=("completions", "chat")),
-    "api_key_env": option("OPENAI_API_KEY", "server engine: environment variable holding the API key (never written anywhere)", "str"),
-    "server_command": option([], "server engine: command lines the tool starts, one server at a time ({port}, {model} filled in); a list sweeps", "list[str]"),
-    "server_start_timeout_s": option(600.0, "server engine: seconds a started server has to answer /health or /v1/models", "float", lo=1.0, hi=7200.0),
+    "endpoint": option(None, "server engine: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 ({port}: the port server_command got)", "optstr", label="Server endpoint"),
+    "served_model": option(None, "server engine: model name sent in requests; null: the first one the server lists", "optstr", label="Served model name"),
+    "api": option("completions", "server engine: completions (the prompt as the in-process engines see it) or chat (the server applies its template)", "str", choices=("completions", "chat"), label="Server API"),
+    "api_key_env": option("OPENAI_API_KEY", "server engine: environment variable holding the API key (never written anywhere)", "str", label="API key variable"),
+    "server_command": option([], "server engine: command lines the tool starts, one server at a time ({port}, {model} filled in); a list sweeps", "list[str]", label="Server commands"),
+    "server_start_timeout_s": option(600.0, "server engine: seconds a started server has to answer /health or /v1/models", "float", lo=1.0, hi=7200.0, label="Server start timeout (s)"),
 }
 
 

@@ -17,17 +17,17 @@ DATASET_MAX_OUTPUT = 32768
 
 # The load scenario's own config keys: it runs when concurrency or request_rate is set, or an engine only serves.
 OPTIONS = {
-    "concurrency": option([], "load: closed loop, requests kept in flight; a list sweeps", "list[int]", lo=1, hi=100000),
-    "request_rate": option([], "load: open loop, requests/s arriving at random (Poisson; gamma with burstiness); inf sends all at once; a list sweeps", "list[float]", lo=0.001, hi=math.inf),
-    "burstiness": option(1.0, "load: gamma shape of the arrival gaps; 1 is Poisson, below 1 burstier", "float", lo=0.01, hi=100.0),
-    "num_requests": option(0, "load: measured requests per load point; 0: one per prompt x completion (or as many as duration_s allows)", "int", lo=0, hi=1000000),
-    "duration_s": option(0.0, "load: stop sending after this many seconds; 0: no limit", "float", lo=0.0, hi=86400.0),
-    "warmup_requests": option(2, "load: requests sent before each load point, not measured", "int", lo=0, hi=10000),
-    "dataset": option(None, "load: JSONL file of {\"prompt\": ..., \"output_tokens\": ...} lines used instead of prompts (e.g. datasets/chat_mix.jsonl)", "optstr"),
-    "slo_ttft_ms": option(0.0, "load: time-to-first-token target for goodput; 0: none", "float", lo=0.0, hi=1e7),
-    "slo_tpot_ms": option(0.0, "load: time-per-output-token target for goodput; 0: none", "float", lo=0.0, hi=1e7),
-    "max_batch_size": option(8, "load: most requests in one batch (static batching of call engines, continuous batching)", "int", lo=1, hi=4096),
-    "request_timeout_s": option(600.0, "load: seconds one request may take before it counts as failed", "float", lo=1.0, hi=86400.0),
+    "concurrency": option([], "load: closed loop, requests kept in flight; a list sweeps", "list[int]", lo=1, hi=100000, label="Concurrency"),
+    "request_rate": option([], "load: open loop, requests/s arriving at random (Poisson; gamma with burstiness); inf sends all at once; a list sweeps", "list[float]", lo=0.001, hi=math.inf, label="Request rate (req/s)"),
+    "burstiness": option(1.0, "load: gamma shape of the arrival gaps; 1 is Poisson, below 1 burstier", "float", lo=0.01, hi=100.0, label="Burstiness"),
+    "num_requests": option(0, "load: measured requests per load point; 0: one per prompt x completion (or as many as duration_s allows)", "int", lo=0, hi=1000000, label="Requests per point"),
+    "duration_s": option(0.0, "load: stop sending after this many seconds; 0: no limit", "float", lo=0.0, hi=86400.0, label="Duration (s)"),
+    "warmup_requests": option(2, "load: requests sent before each load point, not measured", "int", lo=0, hi=10000, label="Warm-up requests"),
+    "dataset": option(None, "load: JSONL file of {\"prompt\": ..., \"output_tokens\": ...} lines used instead of prompts (e.g. datasets/chat_mix.jsonl)", "optstr", label="Dataset (JSONL)"),
+    "slo_ttft_ms": option(0.0, "load: time-to-first-token target for goodput; 0: none", "float", lo=0.0, hi=1e7, label="SLO: TTFT (ms)"),
+    "slo_tpot_ms": option(0.0, "load: time-per-output-token target for goodput; 0: none", "float", lo=0.0, hi=1e7, label="SLO: TPOT (ms)"),
+    "max_batch_size": option(8, "load: most requests in one batch (static batching of call engines, continuous batching)", "int", lo=1, hi=4096, label="Max batch size"),
+    "request_timeout_s": option(600.0, "load: seconds one request may take before it counts as failed", "float", lo=1.0, hi=86400.0, label="Request timeout (s)"),
 }
 
 

@@ -8,9 +8,12 @@ from dataclasses import Field, fields
 import gradio as gr
 
 from bench.config import Config, ConfigError, default_of
+from decoding import METHODS
+from engines import ENGINES
 from models.devices import cuda_problem
+from scenarios import SCENARIOS
 
-SECTIONS = {  # section -> rows of field names; a field missing here lands in "More settings"
+SECTIONS = {  # section -> rows of the shared keys; the axes' own keys follow (axis_sections), the rest in "More settings"
     "Run": [["name", "tags"], ["run_notes"]],
     "Models": [["model", "draft_model"], ["dtype", "device", "engine"], ["quantization", "attention"],
                ["quantize_draft", "random_weights"]],
@@ -32,6 +35,29 @@ LABELS = {
 
 def config_fields() -> list[Field]:
     return list(fields(Config))
+
+
+def rows_of(keys: list[str], width: int = 3) -> list[list[str]]:
+    return [keys[i:i + width] for i in range(0, len(keys), width)]
+
+
+def axis_sections() -> dict[str, list[list[str]]]:
+    """The keys each method, engine and scenario declares, read from the registries: a method's under Methods,
+    each engine's on rows of its own under Engine options, a scenario's in a section named after it. A key two
+    engines share (compile) shows once, with the first."""
+    seen: set[str] = set()
+
+    def fresh(options) -> list[str]:
+        keys = [k for k in options if k not in seen]
+        seen.update(keys)
+        return keys
+
+    out = {"Methods": rows_of([k for m in METHODS.values() for k in fresh(m.options)]),
+           "Engine options": [row for e in ENGINES.values() for row in rows_of(fresh(e.options))]}
+    for scenario in SCENARIOS.values():
+        if keys := fresh(scenario.options):
+            out[f"{scenario.name.replace('_', ' ').capitalize()} scenario"] = rows_of(keys)
+    return out
 
 
 def is_text_list(f: Field) -> bool:
@@ -151,7 +177,9 @@ def check(data: dict, check_models: bool = False) -> str:
 
 
 def label_of(name: str) -> str:
-    return LABELS.get(name, name.replace("_", " ").capitalize())
+    """The shared keys' labels here, an axis key's its option's own `label`, else the key in words."""
+    declared = Config.__dataclass_fields__[name].metadata.get("label") if name in Config.__dataclass_fields__ else None
+    return LABELS.get(name) or declared or name.replace("_", " ").capitalize()
 
 
 def form_words(message: str) -> str:
@@ -171,7 +199,10 @@ def build_form(results_path: str, initial: dict | None = None) -> list:
     """Sections of components in Config field order; returns them in that order for form_dict."""
     by_name = {f.name: f for f in config_fields()}
     # A key Config no longer has is skipped rather than breaking the page; new keys go to "More settings".
-    sections = {title: [[n for n in row if n in by_name] for row in rows] for title, rows in SECTIONS.items()}
+    layout = {title: list(rows) for title, rows in SECTIONS.items()}
+    for title, rows in axis_sections().items():
+        layout.setdefault(title, []).extend(rows)
+    sections = {title: [[n for n in row if n in by_name] for row in rows] for title, rows in layout.items()}
     placed = {name for rows in sections.values() for row in rows for name in row}
     rest = [name for name in by_name if name not in placed]
     if rest:
