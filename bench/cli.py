@@ -1,16 +1,16 @@
 """Command line: `python app.py --preset tiny` runs headless; `python app.py` starts the dashboard.
 
 Every config key is a flag (`max_new_tokens` -> `--max-new-tokens`), made from the key's own help,
-kind and limits (bench/config.py, and the `options` of methods, engines and scenarios): adding a key adds its flag. Only `--preset`, `--config` and the
-dashboard's serving flags are written here.
+kind and limits (bench/config.py, and the `options` of methods, engines and scenarios): adding a key adds
+its flag. Only `--preset`, `--config` and the dashboard's serving flags are written here.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import signal
-import threading
 import sys
+import threading
 from dataclasses import fields
 
 from bench.config import Config, ConfigError, default_of, field_help, preset_names, preset_path, read_json
@@ -22,17 +22,16 @@ def flag_of(f) -> str:
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     for f in fields(Config):
-        kind, help_text = f.metadata["kind"], f.metadata["help"].replace("%", "%%")  # argparse formats help with %
+        kind, help_text = f.metadata["type"], f.metadata["help"].replace("%", "%%")  # argparse formats help with %
         dest = "cfg_" + f.name
-        if kind == "bool":
+        if kind.element == "bool" and not kind.listed:
             p.add_argument(flag_of(f), dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif f.name == "prompts":  # prompts hold commas, so each --prompt is one prompt
             p.add_argument(flag_of(f), dest=dest, action="append", metavar="TEXT",
                            help="a prompt (repeat for several); replaces the preset's")
         else:
-            listed = "list" in kind
-            p.add_argument(flag_of(f), dest=dest, metavar="A,B" if listed else "VALUE",
-                           help=help_text + (" (comma-separated)" if listed else ""))
+            p.add_argument(flag_of(f), dest=dest, metavar="A,B" if kind.listed else "VALUE",
+                           help=help_text + (" (comma-separated)" if kind.listed else ""))
 
 
 def convert(f, text: str):
@@ -81,9 +80,9 @@ def config_dict(args) -> dict:
 def headless(config: Config, report: str | None = None) -> int:
     from tqdm import tqdm
 
-    from views.table import table
     from bench.runner import Progress, RowDone, Stopped, run, total_rows
     from store.files import StoreError
+    from views.table import table
 
     rows = []
     bar = tqdm(total=total_rows(config), unit="row", file=sys.stderr, dynamic_ncols=True)

@@ -16,19 +16,19 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from store import archive
-from store.requests import append_requests
 from bench.config import Config
-from models.loading import load_models, tokenizer_models
-from models.prompts import tokenize_prompts
-from metrics.rows import add_speedups, base_row, one_line
-from models.variants import variants
 from decoding import BASELINE, METHODS
 from engines import engine_options, make_engine, needs_weights, options_text
 from metrics.memory import is_out_of_memory
 from metrics.quality import against_baseline, mark_divergence
+from metrics.rows import add_speedups, base_row, one_line
+from models.loading import load_models, tokenizer_models
+from models.prompts import tokenize_prompts
+from models.variants import variants
 from scenarios import scenario_for
-from scenarios.context import ScenarioContext, Progress, Stopped
+from scenarios.context import Progress, ScenarioContext, Stopped
+from store import archive
+from store.requests import append_requests
 
 
 @dataclass

@@ -50,6 +50,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bench.cli import convert  # noqa: E402
 from bench.config import Config, ConfigError  # noqa: E402
 from decoding import BASELINE, METHODS  # noqa: E402
+from decoding.options import Kind  # noqa: E402
 from metrics.prediction import constant_rate_tokens_per_round  # noqa: E402
 from models.tiny import is_tiny  # noqa: E402
 from profile_decode import markdown, profile_markdown, profile_runs, short, write_profile_csv  # noqa: E402
@@ -89,9 +90,9 @@ def parse_variant(text: str) -> tuple[str, dict]:
             raise ValueError("use LABEL:key=value[,key=value]")
         if unknown := sorted(set(pairs) - set(known)):
             raise ValueError(f"unknown config key {', '.join(unknown)}")
-        if bad := [k for k, v in pairs.items() if known[k].metadata["kind"] == "bool" and v.lower() not in BOOLS]:
+        if bad := [k for k, v in pairs.items() if known[k].metadata["type"] == Kind("bool") and v.lower() not in BOOLS]:
             raise ValueError(f"{', '.join(bad)}: use true or false")
-        return label.strip(), {k: BOOLS[v.lower()] if known[k].metadata["kind"] == "bool" else convert(known[k], v)
+        return label.strip(), {k: BOOLS[v.lower()] if known[k].metadata["type"] == Kind("bool") else convert(known[k], v)
                                for k, v in pairs.items()}
     except (ValueError, ConfigError) as e:
         raise argparse.ArgumentTypeError(f"--variant {text!r}: {e}") from None

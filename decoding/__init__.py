@@ -3,8 +3,7 @@
 Each file defines a function (inputs, settings, engine, probe) -> Generation and a `Method` spec
 around it; to add a method, write its file and add one line here.
 """
-from decoding import batched, beam_search, nucleus, prompt_lookup, speculative, standard, typical
-from decoding import types
+from decoding import batched, beam_search, nucleus, prompt_lookup, speculative, standard, types, typical
 from decoding.method import Method, with_options
 
 # standard first: every other row's speedup is relative to it, so it is measured before them.

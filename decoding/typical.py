@@ -1,7 +1,7 @@
 from decoding.method import Method, one_point
 from decoding.nucleus import item_seed
-from decoding.standard import length
 from decoding.options import option
+from decoding.standard import length
 from decoding.types import Engine, Generation, Inputs, Probe, Request, SharedSettings
 
 

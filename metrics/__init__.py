@@ -11,10 +11,10 @@ through this list.
 from metrics.bandwidth import Bandwidth
 from metrics.drafts import DraftCounts
 from metrics.energy import EnergyMeter
-from metrics.serving import LoadFigures
 from metrics.memory import PeakMemory
 from metrics.quality import Quality
 from metrics.rss import PeakRSS
+from metrics.serving import LoadFigures
 from metrics.timing import CallTimer
 from metrics.tokens import TokenCounts
 

@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 
 import metrics
 from decoding.method import Point
-from metrics.stats import geometric_mean, geometric_mean_ci
 from decoding.types import Generation, Inputs, UnsupportedSetting
+from metrics.stats import geometric_mean, geometric_mean_ci
 
 RANDOM_WEIGHTS_NOTE = "random weights: acceptance figures are meaningless"
 

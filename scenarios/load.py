@@ -25,13 +25,13 @@ import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from metrics.rows import one_line
 from decoding import METHODS
 from decoding.method import Point
 from decoding.types import Inputs, NullProbe, Request, UnsupportedSetting
-from metrics.serving import LoadFigures
 from metrics.memory import is_out_of_memory
 from metrics.quality import first_difference
+from metrics.rows import one_line
+from metrics.serving import LoadFigures
 from metrics.stats import median
 from scenarios.context import Finished, ScenarioContext, Stopped, check_stop
 from scenarios.sender import LoadRequest, closed_loop, open_loop, workload

@@ -16,15 +16,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import metrics
-from metrics.rows import Call, figures, one_line, output_records
 from decoding import METHODS
 from decoding.method import Point
 from decoding.types import Inputs
 from metrics.memory import is_out_of_memory
 from metrics.prediction import prediction_columns
+from metrics.rows import Call, figures, one_line, output_records
 from metrics.stats import half_width_ratio
-from metrics.timing import CallTimer
-from metrics.timing import TokenTrace
+from metrics.timing import CallTimer, TokenTrace
 from metrics.trace import format_times
 from scenarios.context import Finished, ScenarioContext, Stopped, check_stop
 

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-from models.prompts import tokenize_prompts
 from metrics.rows import one_line
 from metrics.serving import RequestRecord
+from models.prompts import tokenize_prompts
 from scenarios.arrivals import schedule
 from scenarios.context import ScenarioContext
 from scenarios.workload import Load, read_dataset

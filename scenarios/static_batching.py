@@ -8,9 +8,9 @@ import asyncio
 import dataclasses
 import time
 
+from decoding.types import Request
 from metrics.rows import one_line
 from metrics.serving import RequestRecord
-from decoding.types import Request
 from scenarios.sender import LoadRequest
 
 

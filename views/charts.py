@@ -22,10 +22,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from metrics.rows import RANDOM_WEIGHTS_NOTE
-from store.notebook import run_labels
-from metrics.trace import inter_token_ms, parse_times
 from decoding import BASELINE, METHODS
+from metrics.rows import RANDOM_WEIGHTS_NOTE
+from metrics.trace import inter_token_ms, parse_times
+from store.notebook import run_labels
 
 # Row keys shown on hover, so a bar can be traced to the exact settings that produced it.
 HOVER_KEYS = [

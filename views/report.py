@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from views import charts, compare, table
-
 from store import notebook
+from views import charts, compare, table
 
 CSS = """
 :root {--border: #cbd5e1; --muted: #64748b; --soft: #f8fafc}

@@ -6,17 +6,16 @@ import threading
 from pathlib import Path
 
 import gradio as gr
-
 from starlette.middleware import Middleware
 
 from bench.config import Config, ConfigError, default_of
 from bench.dashboard.access import LoginThrottle, allow_list, read_login
-from bench.dashboard.shared import AppContext
 from bench.dashboard.form import check
 from bench.dashboard.history_page import HistoryPage
 from bench.dashboard.results_page import ResultsPage
 from bench.dashboard.run_page import RunPage
 from bench.dashboard.samples_page import SamplesPage
+from bench.dashboard.shared import AppContext
 from bench.dashboard.slo_page import SloPage
 from decoding import METHODS
 

@@ -60,66 +60,71 @@ def axis_sections() -> dict[str, list[list[str]]]:
     return out
 
 
+def kind_of(f: Field):
+    """The field's kind as decoding/options.py parsed it: the same reading the config and the CLI use."""
+    return f.metadata["type"]
+
+
 def is_text_list(f: Field) -> bool:
     """List fields without choices are typed as text: prompts one per line, numbers comma separated."""
-    return "list" in f.metadata["kind"] and not f.metadata["choices"]
+    return kind_of(f).listed and not f.metadata["choices"]
 
 
 def make_input(f: Field, value=None) -> gr.components.Component:
-    m, kind = f.metadata, f.metadata["kind"]
+    m, kind = f.metadata, kind_of(f)
     common = dict(label=label_of(f.name), info=m["help"], min_width=120,
                   elem_id="cfg-" + f.name.replace("_", "-"),
                   value=to_form(f, default_of(f) if value is None else value))
     if f.name == "results":  # pinned to the app's results file: History and downloads read that folder
         common["info"] += " (fixed by the dashboard: start it with --results to change)"
         return gr.Textbox(interactive=False, **common)
-    if kind == "bool":
-        return gr.Checkbox(**common)
-    if kind in ("int", "float"):
-        # No min/max here: out-of-range values reach Config, which words the error like the CLI does.
-        return gr.Number(precision=None, **common)
-    if kind == "str" and m["choices"]:
-        return gr.Dropdown(choices=list(m["choices"]), **common)
-    if kind in ("str", "optstr"):
+    if not kind.listed:
+        if kind.element == "bool":
+            return gr.Checkbox(**common)
+        if kind.element in ("int", "float"):
+            # No min/max here: out-of-range values reach Config, which words the error like the CLI does.
+            return gr.Number(precision=None, **common)
+        if m["choices"]:
+            return gr.Dropdown(choices=list(m["choices"]), **common)
         return gr.Textbox(**common)
     if m["choices"]:
         return gr.CheckboxGroup(choices=list(m["choices"]), **common)
-    if kind == "list[str]":
+    if kind.element == "str":
         return gr.Textbox(lines=4, max_lines=12, **common)
     return gr.Textbox(placeholder="e.g. 1, 4, 16", **common)
 
 
 def to_form(f: Field, value):
     """Config value -> what the field's component shows."""
-    kind = f.metadata["kind"]
-    if f.metadata["choices"] and "list" in kind:
+    kind = kind_of(f)
+    if f.metadata["choices"] and kind.listed:
         return value if isinstance(value, list) else [value]
-    if kind == "list[str]" and not f.metadata["choices"]:
+    if is_text_list(f) and kind.element == "str":
         return join_texts(value if isinstance(value, list) else [value])
     if is_text_list(f):
         items = value if isinstance(value, list) else [value]
         return ", ".join(str(v) for v in items)
-    if kind == "optstr":
+    if kind.optional:
         return value or ""
     return value
 
 
 def from_form(f: Field, value):
     """Component value -> config value. Anything unparsable is passed on for Config to reject in its words."""
-    kind = f.metadata["kind"]
-    if kind == "list[str]" and not f.metadata["choices"]:
+    kind = kind_of(f)
+    if is_text_list(f) and kind.element == "str":
         return split_texts(value or "")
     if is_text_list(f):
         items = [int(t) if t.strip().lstrip("-").isdigit() else t.strip()
                  for t in str(value or "").replace(";", ",").replace(" ", ",").split(",") if t.strip()]
-        return items[0] if kind.startswith("int|") and len(items) == 1 else items
-    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return items[0] if kind.single and kind.element == "int" and len(items) == 1 else items
+    if kind.element == "int" and not kind.listed and isinstance(value, float) and value.is_integer():
         return int(value)  # gr.Number hands back floats; keep the JSON tidy
-    if kind == "optstr":
+    if kind.optional:
         return (value or "").strip() or None
-    if kind == "str" and isinstance(value, str):
+    if kind.element == "str" and not kind.listed and isinstance(value, str):
         return value.strip()
-    if f.metadata["choices"] and "list" in kind:
+    if f.metadata["choices"] and kind.listed:
         return list(value or [])
     return value
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from views import compare, table
-
 from store import archive, csv_records, notebook
+from views import compare, table
 
 # The table: (column shown, header). Figures are rounded and intervals shown as the CLI shows them.
 HISTORY_COLUMNS = [

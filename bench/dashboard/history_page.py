@@ -9,15 +9,26 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from views import charts
-
-from store import archive, export, notebook
 from bench.dashboard.chart_grid import chart_grid
-from bench.dashboard.shared import UI_ONLY, AppContext
-from bench.dashboard.history import (FILTERS, HISTORY_COLUMNS, change_table, compared_runs, diff_table,
-                                     filter_choices, history_files, history_view, info_md, load_history,
-                                     run_choices, visible, with_picked)
+from bench.dashboard.history import (
+    FILTERS,
+    HISTORY_COLUMNS,
+    change_table,
+    compared_runs,
+    diff_table,
+    filter_choices,
+    history_files,
+    history_view,
+    info_md,
+    load_history,
+    run_choices,
+    visible,
+    with_picked,
+)
 from bench.dashboard.html import error_md
+from bench.dashboard.shared import UI_ONLY, AppContext
+from store import archive, export, notebook
+from views import charts
 
 FILTER_LABELS = {"model": ("Model", "model"), "method": ("Method", "method"), "device": ("Device", "device"),
                  "device_name": ("Device name", "device-name"),

@@ -8,7 +8,6 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-
 if TYPE_CHECKING:
     from bench.runner import Progress
 

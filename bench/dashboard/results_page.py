@@ -6,10 +6,10 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from store import notebook, archive
 from bench.dashboard.chart_grid import chart_grid, draw
-from bench.dashboard.shared import UI_ONLY, AppContext
 from bench.dashboard.html import error_md, summary_md
+from bench.dashboard.shared import UI_ONLY, AppContext
+from store import archive, notebook
 
 
 class ResultsPage:

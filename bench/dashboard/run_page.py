@@ -14,19 +14,17 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from views import charts, table
-
-from store import archive
 from bench.config import Config, ConfigError, preset_names, preset_path, read_json
-from bench.dashboard.shared import UI_ONLY, AppContext
-from models.devices import cuda_problem
-from bench.dashboard.form import build_form, check, config_fields, form_dict, form_values
-from bench.dashboard.html import (IDLE, error_md, errors_md, event_progress, form_error_md, progress_html,
-                                  run_failed_md)
-from bench.dashboard.results_page import ResultsPage
-from metrics.rows import one_line
 from bench.dashboard.access import check_model_access
+from bench.dashboard.form import build_form, check, config_fields, form_dict, form_values
+from bench.dashboard.html import IDLE, error_md, errors_md, event_progress, form_error_md, progress_html, run_failed_md
+from bench.dashboard.results_page import ResultsPage
+from bench.dashboard.shared import UI_ONLY, AppContext
 from bench.runner import Progress, RowDone, Stopped, points, run, total_rows
+from metrics.rows import one_line
+from models.devices import cuda_problem
+from store import archive
+from views import charts, table
 
 # session hash -> stop event of that session's running benchmark; Stop only stops your own run.
 STOP_EVENTS: dict[str, threading.Event] = {}

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import gradio as gr
-
 import pandas as pd
 
-from store import notebook, archive
 from bench.dashboard.shared import UI_ONLY, AppContext
+from store import archive, notebook
 from views.samples import muted, samples_html
 
 

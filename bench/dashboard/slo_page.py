@@ -10,12 +10,11 @@ import math
 import gradio as gr
 import pandas as pd
 
-from views import charts
-
-from store import archive
 from bench.dashboard.shared import UI_ONLY, AppContext
-from store.requests import load_requests
 from metrics.serving import RequestRecord, goodput, tpot_s, ttft_s
+from store import archive
+from store.requests import load_requests
+from views import charts
 
 TABLE_COLUMNS = ["engine", "method", "setting", "requests", "failed", "req/s", "goodput at the run's SLOs",
                  "goodput now", "share within"]

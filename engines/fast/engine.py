@@ -11,8 +11,17 @@ import torch
 
 from decoding.types import DraftStats, Generation, Probe, Request, UnsupportedSetting
 from engines.fast.cache import StaticKVCache
-from engines.fast.loops import (DraftLog, Model, ModelDrafter, PromptLookupDrafter, decode, decode_one_token,
-                                prefill, speculative_decode, speculative_decode_nosync)
+from engines.fast.loops import (
+    DraftLog,
+    Model,
+    ModelDrafter,
+    PromptLookupDrafter,
+    decode,
+    decode_one_token,
+    prefill,
+    speculative_decode,
+    speculative_decode_nosync,
+)
 from engines.fast.model import check_model, is_quantized, make_forward, vocab_size
 from engines.fast.rounds import RoundState, speculative_round
 from engines.fast.sampling import AcceptFn, Rules, make_rules, rejection_accept

@@ -11,8 +11,16 @@ from typing import NamedTuple
 import torch
 
 from engines.fast.cache import StaticKVCache
-from engines.fast.sampling import (AcceptFn, Rules, greedy_accept, mask_eos, natural_eos, next_token,
-                                   next_token_probs, one_hot)
+from engines.fast.sampling import (
+    AcceptFn,
+    Rules,
+    greedy_accept,
+    mask_eos,
+    natural_eos,
+    next_token,
+    next_token_probs,
+    one_hot,
+)
 from engines.fast.steps import forward
 
 NO_EOS = 2 ** 62  # natural_eos before any: larger than every index, so the first one is the minimum

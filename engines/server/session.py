@@ -23,8 +23,8 @@ import os
 import time
 
 from decoding.types import UnsupportedSetting
-from metrics.serving import RequestRecord, spread_tokens
 from engines.server.process import ServerFailed, urls
+from metrics.serving import RequestRecord, spread_tokens
 
 DIALECTS = ("vllm", "vllm-usage", "transformers", "openai", "plain")
 SPEC_COUNTERS = {"drafted_tokens": "spec_decode_num_draft_tokens", "accepted_tokens": "spec_decode_num_accepted_tokens"}

@@ -46,8 +46,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from models.tiny.corpus import (HELDOUT_MODULUS, encode, eval_windows, heldout_snippets, read_split, sample_batch,
-                                sample_windows, stdlib_root, tiny_prompts, train_tokenizer)
+from models.tiny.corpus import (
+    HELDOUT_MODULUS,
+    encode,
+    eval_windows,
+    heldout_snippets,
+    read_split,
+    sample_batch,
+    sample_windows,
+    stdlib_root,
+    tiny_prompts,
+    train_tokenizer,
+)
 from models.tiny.learning import agreement, ce_loss, heldout_loss, kd_loss, lr_at, make_model, optimizer
 from models.tiny.shipping import SHIPPED_FILES, save, write_checksums
 
