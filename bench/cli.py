@@ -7,6 +7,7 @@ its flag. Only `--preset`, `--config` and the dashboard's serving flags are writ
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import signal
 import sys
@@ -39,10 +40,27 @@ def convert(f, text: str):
     return f.metadata["type"].from_text(f.name, text, flag_of(f))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line naming it and the nearest real flag, not the whole usage; and no
+    abbreviations: `--max-new-token` is refused with a suggestion instead of silently read as another flag."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        flags = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        unknown = [w.split("=")[0] for w in message.split() if w.startswith("--")] \
+            if message.startswith("unrecognized arguments") else []
+        hints = [f"{w}: did you mean {close[0]}?" for w in unknown
+                 if (close := difflib.get_close_matches(w, flags, n=1, cutoff=0.6))]
+        hint = f" ({'; '.join(hints)})" if hints else ""
+        self.exit(2, f"error: {message}{hint}; see python app.py --help\n")
+
+
 def parser() -> argparse.ArgumentParser:
     keys = "\n".join(f"  {k:<26} {h} ({allowed}; default {default_of(Config.__dataclass_fields__[k])!r})"
                      for k, (h, allowed) in field_help().items())
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="app.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Compare LLM decoding methods on speed, latency and memory. With --preset or --config: "
                     "a headless run; without: the dashboard. Every config key below is also a flag "

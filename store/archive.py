@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pandas is imported where frames are made: the CLI's store writes need none
     import pandas as pd
 
-from metrics.rows import COLUMNS
+from metrics.rows import COLUMNS, TEXT_COLUMNS
 from store import csv_records, files
 
 ROW_KEY_FIELDS = ("run_id", "method", "setting", "engine", "quantization", "attention")
@@ -50,6 +50,11 @@ def check_results_file(path: str | Path) -> str | None:
     p = Path(path)
     if p.is_dir():
         return f"config key 'results': '{path}' is a folder; pick a .csv file path"
+    for file in (p, outputs_path(p), p.with_name("requests.jsonl")):
+        # Opening a FIFO waits for a writer, and a device never ends: only regular files (or none yet) will do.
+        if file.exists() and not file.is_file():
+            return (f"config key 'results': '{file}' is not a regular file (a pipe, a device or a socket); "
+                    "pick a .csv path of a regular file or one that does not exist yet")
     try:
         with open(p, "rb") as f:
             data = f.read(csv_records.CHECK_BYTES)
@@ -135,7 +140,7 @@ def load_rows(paths) -> "pd.DataFrame":
     for p in paths:
         data = complete_csv(p)
         if data.strip():
-            frames.append(pd.read_csv(io.BytesIO(data)))
+            frames.append(read_frame(pd, data))
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
     df = pd.concat(frames, ignore_index=True)
@@ -143,6 +148,19 @@ def load_rows(paths) -> "pd.DataFrame":
     if missing:
         df = pd.concat([df, pd.DataFrame(pd.NA, index=df.index, columns=missing)], axis=1)
     return df
+
+
+# pandas' own missing-value words, for the columns of numbers only: in a text column they are text.
+MISSING_WORDS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+                 "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
+
+def read_frame(pd, data: bytes) -> "pd.DataFrame":
+    """One CSV's rows; a text column keeps every word as written (only an empty cell is missing)."""
+    header = csv_records.parse_record(data[:csv_records.first_record_end(data) or len(data)])
+    text = set(TEXT_COLUMNS) & set(header)
+    return pd.read_csv(io.BytesIO(data), keep_default_na=False, dtype={c: str for c in text},
+                       na_values={c: ([""] if c in text else MISSING_WORDS) for c in header})
 
 
 def row_keys(csv_path: str | Path) -> set[str]:

@@ -20,6 +20,8 @@ from metrics.rows import COLUMNS
 from store import files
 
 CHECK_BYTES = 1 << 20  # the header and a first stretch are enough to tell a foreign file
+# Our header is a few KiB; a first line past this is no header of ours, and past 128 KiB the csv module refuses it.
+MAX_HEADER_BYTES = 64 << 10
 
 
 def format_value(value) -> str:
@@ -113,8 +115,13 @@ def foreign_reason(data: bytes) -> str | None:
         codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
     except UnicodeDecodeError as e:
         return f"it is not UTF-8 text: byte {e.start} is {data[e.start:e.start + 1]!r}"
-    end = first_record_end(data)
-    names = parse_record(data if end is None else data[:end])
+    end = first_record_end(data[:MAX_HEADER_BYTES + 1])
+    if end is None and len(data) > MAX_HEADER_BYTES:
+        return f"its first line runs past {MAX_HEADER_BYTES >> 10} KiB, longer than any header this tool writes"
+    try:
+        names = parse_record(data if end is None else data[:end])
+    except csv.Error as e:
+        return f"its first line is no CSV header ({e})"
     if end is None and names:
         *names, cut = names
         if not any(c.startswith(cut) for c in COLUMNS):

@@ -114,3 +114,42 @@ def test_a_near_miss_choice_names_the_one_meant(key, typed, meant):
     with pytest.raises(ConfigError) as far:
         Config.from_dict({key: "zzzz"}, check_models=False)
     assert "did you mean" not in str(far.value)
+
+
+def results_path(tmp_path, kind: str):
+    path = tmp_path / f"{kind}.csv"
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it for append would wait for a reader for ever
+    elif kind == "long_first_line":
+        path.write_text("a" * 200_000 + "\n1\n")  # past the csv module's 128 KiB field limit
+    elif kind == "dev_zero":
+        path.symlink_to("/dev/zero")  # a read never ends
+    elif kind == "folder":
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("kind, names", [("fifo", "not a regular file"), ("long_first_line", "runs past 64 KiB"),
+                                         ("dev_zero", "not a regular file"), ("folder", "is a folder")])
+def test_a_results_path_that_is_no_regular_file_is_one_line_and_exit_2(tmp_path, kind, names):
+    """A FIFO hung the run until killed, and a long first line or /dev/zero gave a csv traceback. The subprocess
+    timeout only guards against the hang; nothing here times the refusal."""
+    path = results_path(tmp_path, kind)
+    result = cli("--preset", "tiny", "--results", str(path))
+    assert result.returncode == 2, result.stderr
+    assert names in result.stderr and "config key 'results'" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not path.with_name("outputs.jsonl").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--bogus-flag", "1"], "unrecognized arguments: --bogus-flag 1"),
+    (["--port", "abc"], "argument --port: invalid int value: 'abc'"),
+    (["--preset", "tiny", "--max-new-token", "8"], "did you mean --max-new-tokens?"),
+])
+def test_a_bad_flag_is_one_line_and_an_abbreviation_is_refused_with_the_flag_meant(args, names):
+    """argparse printed 31 lines of usage first, and took --max-new-token silently for --max-new-tokens."""
+    result = cli(*args)
+    assert result.returncode == 2
+    assert names in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

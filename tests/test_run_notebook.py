@@ -163,3 +163,19 @@ def test_results_summary_names_the_run_only_when_it_has_a_name():
     rows = run_rows("run-a", 10.0)
     assert summary_md(rows).startswith("**Run `run-a`** · 2026-11-21 10:00 · model")
     assert "**fp32**" in summary_md([r | {"run_name": "fp32"} for r in rows])
+
+
+@pytest.mark.parametrize("name", ["nan", "NA", "null", "None"])
+def test_a_run_named_like_a_missing_value_keeps_its_name_in_history_and_its_export(tmp_path, name):
+    """pandas read `nan`, `NA`, `null` as missing: the run's name came back empty in History and its export."""
+    from store.export import export_csv
+
+    results = tmp_path / "runs.csv"
+    for row in run_rows("run-a", 10.0, run_name=name, run_tags=name, run_notes=name):
+        archive.append_row(results, row)
+    df, problems = load_history([results], results)
+    assert problems == [] and df["run_name"].tolist() == [name, name]
+    assert df["run_tags"].tolist() == [name, name] and df["run_notes"].tolist() == [name, name]
+    assert df["tokens_per_s_per_sequence_median"].tolist() == [10.0, 30.0]  # numbers stay numbers
+    exported = pd.read_csv(export_csv(df, tmp_path / "export.csv"), keep_default_na=False)
+    assert exported["run_name"].tolist() == [name, name]
