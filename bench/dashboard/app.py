@@ -1,15 +1,17 @@
 """The dashboard as one gradio app: the four pages in tabs, the queue, the one-run lock, and serving it."""
 from __future__ import annotations
 
+import os
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
 from starlette.middleware import Middleware
 
 from bench.config import Config, ConfigError, default_of
-from bench.dashboard.access import LoginThrottle, allow_list, read_login
+from bench.dashboard.access import LoginRequired, LoginThrottle, allow_list, read_login
 from bench.dashboard.form import check
 from bench.dashboard.history_page import HistoryPage
 from bench.dashboard.results_page import ResultsPage
@@ -67,12 +69,33 @@ def launch_options(demo: gr.Blocks) -> dict:
     return dict(theme=THEME, css=CSS, js=JS, allowed_paths=[str(exports)])
 
 
+@contextmanager
+def no_forwarded_for():
+    """While uvicorn's Config is made (inside launch), trust X-Forwarded-For from no address.
+
+    By default uvicorn takes the client's address from X-Forwarded-For when the connection comes from
+    127.0.0.1, which is where gradio's share tunnel connects from: every remote user could then name their
+    own address and start the login throttle afresh. Gradio passes no uvicorn options, and uvicorn reads
+    FORWARDED_ALLOW_IPS once, when its Config is made; an empty list trusts nobody."""
+    before = os.environ.get("FORWARDED_ALLOW_IPS")
+    os.environ["FORWARDED_ALLOW_IPS"] = ""
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("FORWARDED_ALLOW_IPS", None)
+        else:
+            os.environ["FORWARDED_ALLOW_IPS"] = before
+
+
 def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
           auth: tuple[str, str] | None = None, **kwargs):
-    # The throttle wraps the whole server, so it sees each login's client and answer before gradio does.
-    throttle = {"middleware": [Middleware(LoginThrottle)]} if auth else {}
-    return demo.launch(server_name=host, server_port=port, share=share, auth=auth, app_kwargs=throttle,
-                       **launch_options(demo), **kwargs)
+    # With a login, both wrap the whole server, so they see every request and each login's answer before
+    # gradio does: the door first (nothing but the login page without a session), then the login throttle.
+    door = {"middleware": [Middleware(LoginRequired), Middleware(LoginThrottle)]} if auth else {}
+    with no_forwarded_for():
+        return demo.launch(server_name=host, server_port=port, share=share, auth=auth, app_kwargs=door,
+                           **launch_options(demo), **kwargs)
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
