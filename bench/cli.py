@@ -133,6 +133,10 @@ def headless(config: Config, report: str | None = None) -> int:
     if stop.is_set():
         print(f"stopped: {len(rows)} rows with their whole repetitions kept in {config.results}", file=sys.stderr)
     print(table(rows))
+    if rows:
+        from views.verdict import verdict
+
+        print("\n" + verdict(rows).text())
     print(f"\n{len(rows)} rows appended to {config.results}; texts in "
           f"{os.path.join(os.path.dirname(config.results) or '.', 'outputs.jsonl')}")
     if report and rows:

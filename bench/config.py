@@ -75,6 +75,9 @@ class Config:
     name: str | None = option(None, "a name for the run, shown in legends and pickers (History can rename it later)", "optstr")
     tags: str | None = option(None, "comma-separated tags for the run, e.g. fp16,baseline (History can change them later)", "optstr")
     run_notes: str | None = option(None, "free-text notes about the run, kept in every row of it", "optstr")
+    cost_per_hour: float = option(0.0, "price of the machine per hour, in `currency`; > 0 fills the cost_per_million_* columns (0: unset, empty cells)", "float", lo=0.0, hi=1e6)
+    currency: str = option("USD", "the currency of cost_per_hour and energy_price_per_kwh, as the cost columns name it (any text)", "str")
+    energy_price_per_kwh: float = option(0.0, "price of a kWh, in `currency`; > 0 fills energy_cost_per_million_tokens where energy is measured (0: unset)", "float", lo=0.0, hi=1e4)
     results: str = option("results/runs.csv", "CSV the rows are appended to; outputs.jsonl goes beside it", "str")
 
     @classmethod

@@ -9,8 +9,11 @@ write its class and add it here: its columns reach the CSV, the README check and
 through this list.
 """
 from metrics.bandwidth import Bandwidth
+from metrics.capacity import CapacityFigures
+from metrics.cost import Cost
 from metrics.drafts import DraftCounts
 from metrics.energy import EnergyMeter
+from metrics.load_speedup import LoadSpeedup
 from metrics.memory import PeakMemory
 from metrics.quality import Quality
 from metrics.rss import PeakRSS
@@ -18,7 +21,8 @@ from metrics.serving import LoadFigures
 from metrics.timing import CallTimer
 from metrics.tokens import TokenCounts
 
-METRICS = (TokenCounts, CallTimer, PeakMemory, PeakRSS, EnergyMeter, DraftCounts, Bandwidth, Quality, LoadFigures)  # CSV column order
+METRICS = (TokenCounts, CallTimer, PeakMemory, PeakRSS, EnergyMeter, DraftCounts, Bandwidth, Quality, LoadFigures,
+           CapacityFigures, LoadSpeedup, Cost)  # CSV column order; Cost reads the rates and energy filled before it
 # Entered last to first around a call: CallTimer sits closest to it, so no other tracker's work is timed,
 # and the energy counter is read after the timer's synchronize.
 TRACKERS = (CallTimer, PeakMemory, PeakRSS, EnergyMeter)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from metrics.stats import bootstrap_ci, median, percentile
+import numpy as np
+
+from metrics.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_ci, median, percentile
 
 NAN = float("nan")
 LAG_LIMIT_MS = 10.0  # sender lag p99 above this: the row measured the client, not the engine
@@ -128,6 +130,27 @@ def goodput(records: list[RequestRecord], slo_ttft_ms: float, slo_tpot_ms: float
     return sum(meets(r, slo_ttft_ms, slo_tpot_ms) for r in records) / span
 
 
+def rate_intervals(records: list[RequestRecord], span: float, slo_ttft_ms: float, slo_tpot_ms: float) -> dict:
+    """95% intervals of output tok/s and goodput, requests resampled. A rate is (requests in flight on average) x
+    (tokens per second of a request's own time) by Little's law; the first is held at the load point's, the
+    second is resampled (output tokens, or 1 per request within the SLOs, over send-to-end time), so the interval
+    carries the spread of the requests' latencies and lengths. Failed or missed requests count 0."""
+    out = dict.fromkeys(("output_tokens_per_s_ci_low", "output_tokens_per_s_ci_high", "goodput_ci_low",
+                         "goodput_ci_high"), NAN)
+    busy = np.array([r.end - r.sent if r.end == r.end and r.sent == r.sent else 0.0 for r in records])
+    if len(records) < 2 or span != span or span <= 0 or busy.sum() <= 0:
+        return out
+    in_flight = busy.sum() / span
+    picks = np.random.default_rng(0).integers(0, len(records), size=(BOOTSTRAP_RESAMPLES, len(records)))
+    spent = np.maximum(busy[picks].sum(axis=1), 1e-12)
+    tail = (1 - CONFIDENCE) / 2 * 100
+    for name, counts in (("output_tokens_per_s", [r.output_tokens if r.status == "ok" else 0 for r in records]),
+                         ("goodput", [1.0 if meets(r, slo_ttft_ms, slo_tpot_ms) else 0.0 for r in records])):
+        rates = in_flight * np.asarray(counts, dtype=float)[picks].sum(axis=1) / spent
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = (float(v) for v in np.percentile(rates, [tail, 100 - tail]))
+    return out
+
+
 def spread(name: str, values: list[float], groups: list[list[float]] | None = None) -> dict:
     """Median with its 95% bootstrap interval, p90 and p99 (NaN below 10 and 100 values), in ms."""
     ms = [v * 1000 for v in values]
@@ -142,11 +165,12 @@ class LoadFigures:
 
     columns = (
         "concurrency", "request_rate", "burstiness", "requests", "failed_requests", "duration_s",
-        "request_throughput", "output_tokens_per_s",
+        "request_throughput", "output_tokens_per_s", "output_tokens_per_s_ci_low", "output_tokens_per_s_ci_high",
         "ttft_ms_p99", "tpot_ms_p99",
         "itl_ms_median", "itl_ms_ci_low", "itl_ms_ci_high", "itl_ms_p90", "itl_ms_p99",
         "e2e_ms_median", "e2e_ms_ci_low", "e2e_ms_ci_high", "e2e_ms_p90", "e2e_ms_p99", "queue_ms_median",
-        "slo_ttft_ms", "slo_tpot_ms", "goodput", "send_lag_ms_p99", "sender_lagged", "server_command", "endpoint",
+        "slo_ttft_ms", "slo_tpot_ms", "goodput", "goodput_ci_low", "goodput_ci_high",
+        "send_lag_ms_p99", "sender_lagged", "server_command", "endpoint",
     )
     help = {  # column -> one line for docs/columns.md (scripts/reference.py); a group shares its line
         **dict.fromkeys(("concurrency", "request_rate", "burstiness"),
@@ -157,6 +181,10 @@ class LoadFigures:
                         "request being due to the last one ending"),
         **dict.fromkeys(("request_throughput", "output_tokens_per_s"),
                         "load rows: finished requests / `duration_s` and their output tokens / `duration_s`"),
+        **dict.fromkeys(("output_tokens_per_s_ci_low", "output_tokens_per_s_ci_high", "goodput_ci_low", "goodput_ci_high"),
+                        "load rows: 95% intervals of output tok/s and goodput: requests resampled, each rate taken as the "
+                        "mean requests in flight (held) × tokens, or requests within the SLOs, per second of request time "
+                        "(Little's law); a failed or missed request counts 0"),
         **dict.fromkeys(("ttft_ms_p99", "tpot_ms_p99"),
                         "load rows: p99 of per-request TTFT and TPOT (from 100 requests; their medians, intervals and p90 "
                         "are in `ttft_ms_*` / `tpot_ms_*`)"),
@@ -201,6 +229,7 @@ class LoadFigures:
         out.update(spread("e2e_ms", [e2e_s(r) for r in ok]))
         out["queue_ms_median"] = median([r.queue * 1000 for r in ok])
         out["goodput"] = goodput(records, slo_ttft_ms, slo_tpot_ms)
+        out.update(rate_intervals(records, span, slo_ttft_ms, slo_tpot_ms))
         lags = [lag_ms(r) for r in records if r.sent == r.sent]
         # p99 of the lag needs 100 sends to be a p99; below that the worst send stands in, which can only flag more.
         lag = percentile(lags, 99) if len(lags) >= 100 else (max(lags) if lags else NAN)

@@ -31,9 +31,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("per_call", "fixed calls: warm-up, then interleaved seeded repetitions of every row", "scenarios.per_call"),
     Scenario("load", "requests under load: Poisson/gamma arrivals or a fixed concurrency", "scenarios.load",
              workload.OPTIONS),
+    # Its keys (capacity, capacity_*) are the load scenario's options: a search is load rows, decided as it goes.
+    Scenario("capacity", "the highest request rate meeting the SLOs: load probes chosen by bisection", "scenarios.capacity"),
 )}
 
 
 def scenario_for(config) -> ModuleType:
-    """Load settings, or an engine that only serves, make a run a load run; otherwise fixed calls."""
-    return importlib.import_module(SCENARIOS["load" if uses_load(config) else "per_call"].module)
+    """A capacity search; load settings, or an engine that only serves, make a run a load run; otherwise fixed calls."""
+    name = "capacity" if getattr(config, "capacity", False) else "load" if uses_load(config) else "per_call"
+    return importlib.import_module(SCENARIOS[name].module)

@@ -25,12 +25,14 @@ import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from decoding import METHODS
+from decoding import BASELINE, METHODS
 from decoding.method import Point
 from decoding.types import Inputs, NullProbe, Request, UnsupportedSetting
+from metrics.cost import Cost
 from metrics.memory import is_out_of_memory
 from metrics.quality import first_difference
 from metrics.rows import one_line
+from metrics.load_speedup import speedups
 from metrics.serving import LoadFigures
 from metrics.stats import median
 from scenarios.context import Finished, ScenarioContext, Stopped, check_stop
@@ -193,6 +195,7 @@ def measure(jobs: list[Job], progress):
             if hasattr(engine, "close"):
                 engine.close()
     compare_greedy(jobs)
+    pair_drafting(jobs)
 
 
 def first_texts(job: Job) -> dict[int, str]:
@@ -240,6 +243,30 @@ def compare_greedy(jobs: list[Job]) -> None:
         job.row["first_divergence"] = median(diverged) if diverged else math.nan
 
 
+def drafting(job: Job) -> bool:
+    """A method that drafts, or a server row whose server reported drafted tokens (drafting set in server_command)."""
+    drafted = job.row.get("drafted_tokens")
+    return METHODS[job.point.method].drafts or bool(isinstance(drafted, (int, float)) and drafted > 0)
+
+
+def pair_drafting(jobs: list[Job]) -> None:
+    """load_speedup_* of every drafting row against the plain greedy row of the same engine at the same load point
+    (any server command: vLLM without and with --speculative-config pair up), paired by request."""
+    def ready(j: Job) -> bool:
+        return j.row["status"] == "ok" and bool(j.records)
+
+    plain: dict = {}
+    for j in jobs:
+        if ready(j) and j.template is not None and greedy(j.template) and not drafting(j):
+            key = (id(j.ctx), j.point.load.concurrency, j.point.load.rate)
+            if key not in plain or j.point.method == BASELINE:
+                plain[key] = j
+    for j in jobs:
+        ref = plain.get((id(j.ctx), j.point.load.concurrency, j.point.load.rate))
+        if ready(j) and drafting(j) and ref is not None:
+            j.row.update(speedups(ref.records, j.records))
+
+
 def finish(job: Job) -> Finished:
     """Fills the row from its records; hands back one text per prompt and the records, for requests.jsonl."""
     row, config, load = job.row, job.ctx.config, job.point.load
@@ -261,6 +288,7 @@ def finish(job: Job) -> Finished:
     row.update(calls=len(records), sequences=len(records),
                prompt_tokens=sum(r.prompt_tokens for r in records) / len(records),
                new_tokens=sum(r.output_tokens for r in ok) / len(ok) if ok else math.nan)
+    row.update(Cost.summarize([], job.ctx, row))  # from the rates just filled (metrics/cost.py)
     notes = set(filter(None, str(row.get("notes") or "").split("; "))) | set(job.notes) | set(job.ctx.models.notes)
     if not ok:
         row.update(status="error", error=one_line(f"every request failed: {records[0].error}"))

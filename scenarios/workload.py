@@ -28,6 +28,11 @@ OPTIONS = {
     "slo_tpot_ms": option(0.0, "load: time-per-output-token target for goodput; 0: none", "float", lo=0.0, hi=1e7, label="SLO: TPOT (ms)"),
     "max_batch_size": option(8, "load: most requests in one batch (static batching of call engines, continuous batching)", "int", lo=1, hi=4096, label="Max batch size"),
     "request_timeout_s": option(600.0, "load: seconds one request may take before it counts as failed", "float", lo=1.0, hi=86400.0, label="Request timeout (s)"),
+    "capacity": option(False, "load: search the highest request rate meeting slo_ttft_ms / slo_tpot_ms (a synchronous probe, one at the throughput it measured, then bisection; replaces concurrency and request_rate)", "bool", label="Capacity search"),
+    "capacity_percentile": option(90.0, "load: capacity search: the percentile the SLOs hold at (90: 90% of requests within both targets)", "float", lo=1.0, hi=100.0, label="Capacity: percentile"),
+    "capacity_attainment": option(1.0, "load: capacity search: the part of that percentile's share required (1.0: all of it; 0.99 allows 1% slack)", "float", lo=0.01, hi=1.0, label="Capacity: attainment"),
+    "capacity_tolerance": option(0.1, "load: capacity search: stop when the bracket between the last rate met and the first missed is within this fraction", "float", lo=0.001, hi=1.0, label="Capacity: tolerance"),
+    "capacity_max_probes": option(8, "load: capacity search: most probes (load rows) per search, the synchronous one included", "int", lo=2, hi=100, label="Capacity: probe budget"),
 }
 
 
@@ -56,7 +61,7 @@ def engine_kinds(names) -> set[str]:
 def uses_load(config) -> bool:
     """The load scenario runs when load settings are given or an engine only serves (a server, continuous batching)."""
     return bool(config.concurrency or config.request_rate or config.duration_s or config.num_requests
-                or engine_kinds(config.engine) - {"call"})
+                or getattr(config, "capacity", False) or engine_kinds(config.engine) - {"call"})
 
 
 def load_points(config, closed: list[int] | None = None) -> list[Load]:
@@ -114,6 +119,8 @@ def check_load(config) -> str | None:
         return f"config key 'endpoint' must start with http:// or https://, got '{config.endpoint}'"
     if any(math.isinf(r) for r in config.request_rate) and not config.num_requests and config.duration_s:
         return "config key 'request_rate': inf sends every request at once and needs num_requests, not duration_s alone"
+    if getattr(config, "capacity", False) and not (config.slo_ttft_ms or config.slo_tpot_ms):
+        return "config key 'capacity' searches the rate meeting the SLOs: set slo_ttft_ms or slo_tpot_ms"
     if config.dataset:
         try:
             read_dataset(config.dataset)

@@ -21,6 +21,9 @@ def test_tiny_preset_end_to_end(tmp_path):
                                  "typical"}
     assert (df["status"] == "ok").all()
     assert "tok/s/seq" in result.stdout and "agg tok/s" in result.stdout
+    verdict = result.stdout.split("\nVerdict:\n", 1)[1]  # under the table (views/verdict.py)
+    assert "Fastest for one user: " in verdict and "Highest throughput: " in verdict
+    assert ("Warning: every row is unstable" in verdict) == bool(df["unstable"].all())
     outputs = [json.loads(x) for x in (tmp_path / "outputs.jsonl").read_text().splitlines()]
     assert {o["method"] for o in outputs} == set(df["method"])
     assert all(o["run_id"] == df["run_id"][0] for o in outputs)

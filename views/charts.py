@@ -26,6 +26,7 @@ from decoding import BASELINE, METHODS
 from metrics.rows import RANDOM_WEIGHTS_NOTE
 from metrics.trace import inter_token_ms, parse_times
 from store.notebook import run_labels
+from views import load_decisions, pareto
 
 # Row keys shown on hover, so a bar can be traced to the exact settings that produced it.
 HOVER_KEYS = [
@@ -653,18 +654,208 @@ def request_timeline(records: list[dict], title: str = "Requests of one load poi
     return fig
 
 
+# --- trade-offs: the Pareto front (views/pareto.py) and cost (metrics/cost.py) -------------------------
+
+PARETO_PLOT_PX, TABLE_ROW_PX = 300, 40  # a table row holds three lines: labels wrap in a narrow card
+LABEL_SIDES = ["top right", "bottom right", "top left", "bottom left"]  # neighbouring front numbers apart
+
+
+def pareto_chart(df: pd.DataFrame) -> go.Figure:
+    """Tokens/s for one user against tokens/s of the whole machine, every row with both 95% intervals (load rows
+    as diamonds), the Pareto front drawn through the rows no other row beats on both axes beyond noise, and
+    listed, numbered, under the plot."""
+    title = "Pareto front: tok/s per user vs machine (95% CI)"
+    pts = pareto.points(prepare(df))
+    if pts.empty:
+        return empty(title, "no rows with tokens/s per user and of the machine yet")
+    front = pareto.front_of(pts)
+    number = {idx: n for n, idx in enumerate(front, 1)}
+    runs = list(dict.fromkeys(pts["run"]))
+    several = len(runs) > 1
+    table_px = TABLE_ROW_PX * len(front) + 44
+    fig = make_subplots(rows=2, cols=1, specs=[[{"type": "xy"}], [{"type": "table"}]], vertical_spacing=0.1,
+                        row_heights=[PARETO_PLOT_PX, table_px])
+    fig.add_scatter(x=pts.loc[front, "x"], y=pts.loc[front, "y"], mode="lines", name="Pareto front",
+                    line=dict(color="#0f172a", width=1.5, dash="dash"), hoverinfo="skip", row=1, col=1)
+    for (run, method, load), part in pts.groupby(["run", "method", "load"], sort=False):
+        on = [i in number for i in part.index]
+        color = RUN_COLORS[runs.index(run) % len(RUN_COLORS)] if several else method_color(method)
+        error = {axis: dict(type="data", symmetric=False, thickness=1, width=0, color=color,
+                            array=(part[f"{axis}_high"] - part[axis]).clip(lower=0).fillna(0),
+                            arrayminus=(part[axis] - part[f"{axis}_low"]).clip(lower=0).fillna(0)) for axis in "xy"}
+        interval = {axis: [f" [{lo:.3g}–{hi:.3g}]" if pd.notna(lo) and pd.notna(hi) else ""
+                           for lo, hi in zip(part[f"{axis}_low"], part[f"{axis}_high"])] for axis in "xy"}
+        fig.add_scatter(
+            x=part["x"], y=part["y"], mode="markers+text", name=(f"{run} · " if several else "") + str(method)
+            + (" (load)" if load else ""), error_x=error["x"], error_y=error["y"],
+            text=[str(number[i]) if i in number else "" for i in part.index], cliponaxis=True,
+            textposition=[LABEL_SIDES[number.get(i, 0) % len(LABEL_SIDES)] for i in part.index],
+            textfont=dict(size=11, color="#0f172a"),
+            marker=dict(color=color, symbol="diamond" if load else "circle", size=[12 if o else 8 for o in on],
+                        opacity=[1.0 if o else 0.55 for o in on],
+                        line=dict(width=[1.5 if o else 0.5 for o in on], color="#0f172a")),
+            hovertext=[f"<b>{html.escape(lab)}</b>{' · on the front' if o else ''}<br>{x:.3g} tok/s per user{ix}"
+                       f"<br>{y:.3g} tok/s machine{iy}<br>{h}" for lab, o, x, ix, y, iy, h in
+                       zip(part["point"], on, part["x"], interval["x"], part["y"], interval["y"], part["hover"])],
+            hovertemplate="%{hovertext}<extra></extra>", row=1, col=1)
+    rows = pts.loc[front]
+    names = [p + (f" · {r}" if several else "") for p, r in zip(rows["point"], rows["run"])]
+    fig.add_trace(go.Table(
+        columnwidth=[0.5, 4.2, 1.1, 1.3],
+        header=dict(values=["#", "on the front (none beaten beyond noise)", "tok/s user", "machine"], align="left",
+                    font=dict(size=11, color="#0f172a"), fill_color="#e2e8f0", height=36),
+        cells=dict(values=[list(range(1, len(front) + 1)), [html.escape(n) for n in names],
+                           [f"{v:.3g}" for v in rows["x"]], [f"{v:.3g}" for v in rows["y"]]],
+                   align="left", font=dict(size=11), height=TABLE_ROW_PX, fill_color="#f8fafc")), row=2, col=1)
+    fig = style(fig, title, "tokens/s of the machine", "tokens/s per user")
+    entries = pts.groupby(["run", "method", "load"]).ngroups + 1
+    legend_px = 22 * ((entries + 3) // 4)
+    fig.update_layout(height=70 + PARETO_PLOT_PX + 40 + table_px + 30 + legend_px,
+                      margin=dict(t=60, b=20 + legend_px),
+                      legend=dict(orientation="h", yanchor="top", y=-0.01, x=0, xanchor="left", font_size=11))
+    # Axes span the medians: a whisker wider than that (a noisy row) runs off the plot, its bounds in the hover.
+    fig.update_xaxes(range=[0, pts["x"].max() * 1.3], tickangle=0)
+    fig.update_yaxes(range=[0, pts["y"].max() * 1.3])
+    return fig
+
+
+COST_COLUMNS = ["cost_per_million_tokens", "cost_per_million_tokens_ci_low", "cost_per_million_tokens_ci_high",
+                "cost_per_million_good_tokens", "energy_cost_per_million_tokens", "aggregate_tokens_per_s_median",
+                "output_tokens_per_s"]
+
+
+def cost(df: pd.DataFrame) -> go.Figure:
+    """What a million tokens cost at each row's machine rate (bars, 95% CI from the rate's interval), with good
+    tokens under load and the electricity alone as markers; a card that says how to set a price otherwise."""
+    title = "Cost per 1M tokens (95% CI)"
+    d = prepare(df)
+    for c in COST_COLUMNS:
+        d[c] = pd.to_numeric(d[c], errors="coerce") if c in d else float("nan")
+    d = d[d[["cost_per_million_tokens", "cost_per_million_good_tokens", "energy_cost_per_million_tokens"]]
+          .notna().any(axis=1)] if not d.empty else d
+    if d.empty:
+        return empty(title, "no price set: run with cost_per_hour (and energy_price_per_kwh) to see cost per million "
+                            "tokens")
+    currencies = sorted({str(c) for c in d.get("currency", pd.Series(dtype=str)).dropna() if str(c) not in ("", "nan")})
+    currency = currencies[0] if len(currencies) == 1 else "mixed currencies" if currencies else ""
+    bar = "cost_per_million_tokens" if d["cost_per_million_tokens"].notna().any() else "energy_cost_per_million_tokens"
+    shown = d[d[bar].notna()]
+    fig = go.Figure()
+    for trace in bars(shown, bar, fmt=".3g", unit=f" {currency}", ci=bar if bar == "cost_per_million_tokens" else None):
+        trace.offsetgroup = trace.name
+        fig.add_trace(trace)
+    markers = [(c, name, symbol) for c, name, symbol in (
+        ("cost_per_million_good_tokens", "good tokens (within the SLOs)", "diamond"),
+        ("energy_cost_per_million_tokens", "electricity alone", "triangle-up")) if c != bar and d[c].notna().any()]
+    for c, name, symbol in markers:
+        for i, run in enumerate(dict.fromkeys(shown["run"])):
+            part = shown[shown["run"] == run]
+            fig.add_scatter(x=part["label"], y=part[c], mode="markers", name=name, legendgroup=c, showlegend=i == 0,
+                            offsetgroup=run, marker=dict(symbol=symbol, size=11, color="#0f172a"),
+                            hovertext=[f"<b>{name}: {v:.3g} {html.escape(currency)} per 1M tokens</b><br>{h}"
+                                       for v, h in zip(part[c], part["hover"])],
+                            hovertemplate="%{hovertext}<extra></extra>")
+    rate = shown["output_tokens_per_s"].fillna(shown["aggregate_tokens_per_s_median"])
+    hourly = {float(f"{v:.4g}") for v in shown["cost_per_million_tokens"] * rate * 3600 / 1e6 if pd.notna(v)}
+    price = f" at {next(iter(hourly)):g} {currency}/h" if bar == "cost_per_million_tokens" and len(hourly) == 1 else ""
+    fig.update_layout(barmode="group", scattermode="group")
+    fig = style(fig, f"{title}{price}",
+                f"{currency} per 1M tokens".strip() + ("" if bar == "cost_per_million_tokens" else " (electricity)"))
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+# --- what load rows decide: capacity (scenarios/capacity.py) and drafting under load (views/load_decisions.py) ---
+
+
+def capacity(df: pd.DataFrame) -> go.Figure:
+    """SLO attainment against request rate for each capacity search, its one-sided 95% band, the target share
+    dashed, and the capacity (solid) and its lower bound (dotted) marked."""
+    title = "Capacity: SLO attainment vs request rate (95% band)"
+    found = load_decisions.searches(prepare(df))
+    if not found:
+        return empty(title, "no capacity search yet (set capacity with slo_ttft_ms or slo_tpot_ms)")
+    fig = go.Figure()
+    for i, s in enumerate(found):
+        color, p = RUN_COLORS[i % len(RUN_COLORS)], s["probes"]
+        if p.empty:
+            continue
+        x = list(p["request_rate"])
+        fig.add_scatter(x=x + x[::-1], y=list(p["slo_attainment_ci_high"]) + list(p["slo_attainment_ci_low"])[::-1],
+                        fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0), hoverinfo="skip",
+                        showlegend=False, legendgroup=s["name"])
+        fig.add_scatter(x=x, y=p["slo_attainment"], mode="lines+markers", name=s["name"], legendgroup=s["name"],
+                        line=dict(color=color, width=2), marker=dict(size=8),
+                        hovertext=[f"<b>{s['name']}</b> · probe {k:.0f}: {r:g} req/s<br>attainment {a:.1%} "
+                                   f"[{lo:.1%}, {hi:.1%}]" for k, r, a, lo, hi in
+                                   zip(p["capacity_probe"], x, p["slo_attainment"], p["slo_attainment_ci_low"],
+                                       p["slo_attainment_ci_high"])],
+                        hovertemplate="%{hovertext}<extra></extra>")
+        for value, dash, what in ((s["capacity"], "solid", "capacity"), (s["capacity_low"], "dot", "95% bound")):
+            if value == value and value > 0:
+                fig.add_vline(x=value, line=dict(color=color, dash=dash, width=1.5),
+                              annotation_text=f"{what} {value:g}", annotation_font_size=10)
+    target = next((s["target"] for s in found if s["target"] == s["target"]), None)
+    if target is not None:
+        fig.add_hline(y=target, line=dict(color="#dc2626", dash="dash", width=1.5),
+                      annotation_text=f"target {target:.0%}", annotation_font_size=10)
+    fig = style(fig, title, "share of requests within the SLOs", "request rate (req/s)")
+    fig.update_xaxes(rangemode="tozero", tickangle=0)
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    return fig
+
+
+def drafting_under_load(df: pd.DataFrame) -> go.Figure:
+    """Paired speedup of drafting over plain greedy at each load point (TPOT; a button for output tok/s per
+    request), with 95% intervals; the first load point whose interval lies below 1 is marked: from there on,
+    drafting costs more than it saves."""
+    title = "Where drafting stops paying under load (paired speedup, 95% CI)"
+    found = load_decisions.crossover(prepare(df))
+    if not found:
+        return empty(title, "no drafting load rows paired with plain greedy ones at the same load points yet")
+    fig = go.Figure()
+    names = list(load_decisions.SPEEDUPS)
+    marks = {m: [] for m in names}
+    for v, m in enumerate(names):
+        for i, s in enumerate(found):
+            color, e = RUN_COLORS[i % len(RUN_COLORS)], s[m]
+            fig.add_scatter(
+                x=s["loads"], y=e["value"], mode="lines+markers", name=s["name"], visible=v == 0, legendgroup=s["name"],
+                line=dict(color=color, width=2), marker=dict(size=8),
+                error_y=dict(type="data", symmetric=False, thickness=1, width=4, color=color,
+                             array=[h - y if h == h else 0 for h, y in zip(e["high"], e["value"])],
+                             arrayminus=[y - lo if lo == lo else 0 for lo, y in zip(e["low"], e["value"])]))
+            if e["first_below"] is not None:
+                at = s["loads"][e["first_below"]]
+                marks[m].append(dict(type="line", x0=at, x1=at, xref="x", yref="paper", y0=0, y1=1,
+                                     line=dict(color=color, dash="dot", width=1.5)))
+    traces = len(found)
+    one = [dict(type="line", xref="paper", x0=0, x1=1, y0=1, y1=1, line=dict(color="#64748b", dash="dash", width=1))]
+    buttons = [dict(label=load_decisions.SPEEDUPS[m], method="update",
+                    args=[{"visible": [k // traces == v for k in range(len(fig.data))]}, {"shapes": one + marks[m]}])
+               for v, m in enumerate(names)]
+    fig = style(fig, title, "speedup over plain (x)", found[0]["axis"])
+    fig.update_layout(shapes=one + marks[names[0]],
+                      updatemenus=[dict(type="buttons", direction="right", x=0.0, xanchor="left", y=1.16,
+                                        yanchor="bottom", buttons=buttons, showactive=True, pad=dict(r=4, t=2))])
+    fig.update_xaxes(type="category", tickangle=0)
+    return fig
+
+
 FIGURES = {
     "tokens": tokens_per_s, "speedup": speedup, "latency": latency, "tpot": time_per_output_token,
     "memory": memory, "batch": batch_throughput,
     "acceptance": acceptance, "positions": acceptance_by_position, "predicted": predicted_vs_measured,
     "quality": quality_vs_speed,
+    "pareto": pareto_chart, "cost": cost,
     "timeline": token_timeline, "itl": inter_token_latency,
     "load": throughput_latency, "goodput": goodput,
+    "capacity": capacity, "draft_load": drafting_under_load,
 }
 # Headings of the pages' chart sections: a section starts at each of these figures and runs to the next one, so a
 # new figure joins the section it is placed in.
 SECTION_STARTS = {"tokens": "Speed", "memory": "Memory and throughput", "acceptance": "Drafting",
-                  "quality": "Quality", "timeline": "Latency detail of one call", "load": "Under load"}
+                  "quality": "Quality", "pareto": "Trade-offs and cost", "timeline": "Latency detail of one call", "load": "Under load"}
 
 
 def sections(names: list[str]) -> list[tuple[str, list[str]]]:

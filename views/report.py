@@ -17,6 +17,7 @@ import pandas as pd
 
 from store import notebook
 from views import charts, compare, table
+from views.verdict import verdict
 
 CSS = """
 :root {--border: #cbd5e1; --muted: #64748b; --soft: #f8fafc}
@@ -48,6 +49,10 @@ h3.section {margin: 22px 0 8px; font-size: 14px; color: var(--muted); text-trans
   white-space: normal}
 .bench-card-head span {font-weight: 400; color: var(--muted)}
 .bench-seq + .bench-seq {border-top: 1px dashed var(--border); margin-top: 6px; padding-top: 6px}
+.bench-verdict {border: 1px solid #93c5fd; background: #eff6ff; border-radius: 8px; padding: 8px 16px; font-size: 14px}
+.bench-verdict-head {font-weight: 700; margin-bottom: 2px} h2 + .bench-verdict .bench-verdict-head {display: none}
+.bench-verdict ul {margin: 4px 0; padding-left: 20px} .bench-verdict li {margin: 3px 0; line-height: 1.45}
+.bench-verdict-warning {color: #78350f} .bench-verdict-warning::marker {content: "⚠ "}
 """
 
 
@@ -159,6 +164,7 @@ def report_html(rows: pd.DataFrame, records: list[dict] | None = None, title: st
     title = title or "Decoding benchmark: " + ", ".join(labels.values())
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
+        ("verdict", "Verdict", verdict(df.to_dict("records")).html()),
         ("runs", "Runs", runs_section(df)),
         ("settings", "Settings and environment", settings_section(df)),
         ("summary", "Summary (medians with 95% intervals)", summary_section(df)),

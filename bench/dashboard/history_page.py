@@ -29,6 +29,7 @@ from bench.dashboard.html import error_md
 from bench.dashboard.shared import UI_ONLY, AppContext
 from store import archive, export, notebook
 from views import charts
+from views.verdict import verdict
 
 FILTER_LABELS = {"model": ("Model", "model"), "method": ("Method", "method"), "device": ("Device", "device"),
                  "device_name": ("Device name", "device-name"),
@@ -37,7 +38,7 @@ FILTER_LABELS = {"model": ("Model", "model"), "method": ("Method", "method"), "d
 
 def view_names() -> list[str]:
     """What a tick in a filter redraws; read at build time, so a figure added to the registry shows up."""
-    return ["info", "change", "diff", "table", *[f"chart:{name}" for name in charts.FIGURES]]
+    return ["info", "verdict", "change", "diff", "table", *[f"chart:{name}" for name in charts.FIGURES]]
 
 
 def view_updates(df: pd.DataFrame, problems: list[str], files: list[Path], results_path: Path,
@@ -49,6 +50,8 @@ def view_updates(df: pd.DataFrame, problems: list[str], files: list[Path], resul
     rows, table, compared = history_view(shown, selected, baseline)
     hidden = 0 if show_hidden else df.loc[df["hidden"].astype(bool), "run_id"].nunique()
     out = {"info": info_md(shown, rows, compared, files, results_path.parent, bool(uploaded), problems, hidden),
+           # The compared runs' verdict (views/verdict.py, as on Results), each run held against the baseline.
+           "verdict": verdict(compared.to_dict("records"), baseline).markdown() if len(compared) else "",
            "change": change_table(compared, baseline), "diff": diff_table(compared), "table": table}
     for name, draw in charts.FIGURES.items():
         out[f"chart:{name}"] = draw(compared)
@@ -102,6 +105,7 @@ class HistoryPage:
                 self.show_hidden = gr.Checkbox(False, label="Show hidden runs", elem_id="history-show-hidden",
                                                scale=1)
             self.info = gr.Markdown("", elem_id="history-info")
+            self.verdict = gr.Markdown("", elem_id="history-verdict")
             with gr.Accordion("Against the baseline: percent change with 95% intervals", open=True,
                               elem_id="history-change-section"):
                 gr.Markdown("Each row of the compared runs against the baseline's row of the same method, setting, "
@@ -134,8 +138,8 @@ class HistoryPage:
 
     def components(self) -> dict:
         return {**{f"filter:{k}": d for k, d in self.filters.items()}, "baseline": self.baseline,
-                "edit": self.edit_run, "info": self.info, "change": self.change, "diff": self.diff,
-                "table": self.table, **{f"chart:{name}": plot for name, plot in self.plots.items()}}
+                "edit": self.edit_run, "info": self.info, "verdict": self.verdict, "change": self.change,
+                "diff": self.diff, "table": self.table, **{f"chart:{name}": plot for name, plot in self.plots.items()}}
 
     def wire(self) -> None:
         every = self.components()

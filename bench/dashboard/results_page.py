@@ -10,13 +10,20 @@ from bench.dashboard.chart_grid import chart_grid, draw
 from bench.dashboard.html import error_md, summary_md
 from bench.dashboard.shared import UI_ONLY, AppContext
 from store import archive, notebook
+from views.verdict import verdict
+
+
+def summary_with_verdict(rows: list[dict], seconds: float | None = None, note: str = "") -> str:
+    """The verdict card on top (views/verdict.py: the CLI and the report say the same), then the run line."""
+    card = verdict(rows).html() + "\n\n" if rows else ""
+    return card + summary_md(rows, seconds, note)
 
 
 class ResultsPage:
     def __init__(self, ctx: AppContext | None = None):
         self.ctx = ctx
         with gr.Tab("Results", id="results", elem_id="results-tab") as self.tab:
-            with gr.Row(equal_height=False):
+            with gr.Row(equal_height=False, elem_id="results-head"):
                 self.summary = gr.Markdown(summary_md([]), elem_id="results-summary")
                 with gr.Column(scale=0, min_width=230):
                     self.report_btn = gr.Button("Download report (HTML)", size="sm", elem_id="results-report")
@@ -30,7 +37,7 @@ class ResultsPage:
         self.report_btn.click(self.report, run_state, self.report_file, **UI_ONLY)
 
     def show_summary(self, rows: list[dict], seconds: float | None = None) -> dict:
-        return {self.summary: summary_md(rows, seconds)}
+        return {self.summary: summary_with_verdict(rows, seconds)}
 
     def show_charts(self, rows: list[dict]) -> dict:
         return draw(self.plots, pd.DataFrame(rows, columns=archive.COLUMNS))
@@ -58,7 +65,7 @@ class ResultsPage:
         rows = df[df["run_id"].astype(str) == run_id]
         note = (f"The newest run in `{self.ctx.results_path.name}` (no run yet in this browser session; "
                 "every run is in **History**).")
-        return [summary_md(rows.to_dict("records"), note=note), *draw(self.plots, rows).values()]
+        return [summary_with_verdict(rows.to_dict("records"), note=note), *draw(self.plots, rows).values()]
 
     def report(self, current):
         """The shown run (this session's, else the newest on disk) as one HTML file."""
