@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import re
+import textwrap
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -99,6 +100,8 @@ def hover_text(row: dict) -> str:
 
 def empty(title: str, message: str) -> go.Figure:
     fig = go.Figure()
+    # Plotly never wraps an annotation: a long message would run past a half-width card at 800 px.
+    message = "<br>".join(textwrap.wrap(message, 52))
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
                        font=dict(size=14, color="#64748b"))
     fig.update_xaxes(visible=False)

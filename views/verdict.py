@@ -68,7 +68,6 @@ def md(s: str) -> str:
     return s
 
 
-
 def num(value) -> float:
     try:
         return float(value)
@@ -120,7 +119,6 @@ class Labels:
         return out
 
 
-
 def ratio(row: dict, key: str, what: str = "standard's speed") -> str:
     """`1.5x standard's (95% CI 1.3-1.7x)`, or no measurable difference when the interval holds 1."""
     value, (low, high) = num(row.get(key)), bounds(row, key)
@@ -143,8 +141,7 @@ def tied(a: dict, b: dict, stem: str, key: str) -> bool:
         rb = (1.0, 1.0) if is_baseline(b) else bounds(b, key)
         if not any(math.isnan(x) for x in ra + rb):
             return ra[0] <= rb[1] and rb[0] <= ra[1]
-    la, ha = bounds(a, stem)
-    lb, hb = bounds(b, stem)
+    (la, ha), (lb, hb) = bounds(a, stem), bounds(b, stem)
     if any(math.isnan(x) for x in (la, ha, lb, hb)):
         return num(a.get(f"{stem}_median")) == num(b.get(f"{stem}_median"))
     return la <= hb and lb <= ha
@@ -185,8 +182,8 @@ def tie_words(top: dict, ties: list[dict], describe, short, others: int = 0) -> 
     """`describe(top)`, or the tie named as one: its size, the top row described, the others by name. With no
     tie, the `others` compared rows are all measurably below it, and the answer says so."""
     if not ties:
-        return describe(top) + (f"; the other {others} rows are measurably slower" if others > 1 else
-                                "; the other row is measurably slower" if others == 1 else "")
+        return describe(top) + (f"; the other {others} row{'s are' if others > 1 else ' is'} measurably slower"
+                                if others else "")
     more = f" and {len(ties) - MAX_TIES} more" if len(ties) > MAX_TIES else ""
     return (f"a tie between {len(ties) + 1} rows (their intervals overlap). Highest median: {describe(top)}. "
             f"Tied with it: {', '.join(short(r) for r in ties[:MAX_TIES])}{more}.")
@@ -269,7 +266,11 @@ def under_load(rows: list[dict], label) -> list[Answer]:
             return (f"{label(r)} sustains {num(r.get('capacity_rps')):.2f} req/s {slo_words([r])}"
                     + (f" (one-sided 95% lower bound {bound:.2f} req/s)" if not math.isnan(bound) else ""))
 
-        out.append(Answer("Capacity", tie_words(top, ties, describe, short(label, "capacity_rps", 2, "req/s"))))
+        text = tie_words(top, ties, describe, short(label, "capacity_rps", 2, "req/s"))
+        if rest := [r for r in sorted(capped, key=lambda r: -num(r.get("capacity_rps"))) if r is not top and r not in ties]:
+            text += "; below it: " + ", ".join(f"{label(r)} {num(r.get('capacity_rps')):.2f} req/s (bound "
+                                               f"{num(r.get('capacity_rps_ci_low')):.2f})" for r in rest)
+        out.append(Answer("Capacity", text))
     return out
 
 
@@ -337,7 +338,6 @@ def against(rows: list[dict], baseline: str, label) -> list[Answer]:
         out.append(Answer("Against the baseline run", f"{label(top)}, this run's fastest row, vs the same row of "
                                                       f"the baseline run: {words}"))
     return out
-
 
 
 def warnings(rows: list[dict], ok: list[dict], label) -> list[str]:
