@@ -16,7 +16,7 @@ LAYERS = [
     "bench",      # the app: config, cli, runner, dashboard/
     "views",      # charts (FIGURES), the CLI table, the HTML report, run comparison, samples HTML
     "store",      # runs.csv + outputs.jsonl, requests.jsonl, the run notebook sidecar
-    "scenarios",  # SCENARIOS: per_call, load
+    "scenarios",  # SCENARIOS: per_call, load, capacity
     "engines",    # ENGINES: hf, hf_compiled, fast/, continuous, server/
     "metrics",    # METRICS and trackers, rows built from them, statistics, the environment
     "decoding",   # METHODS and the method seam (decoding/types.py)
