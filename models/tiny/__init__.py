@@ -1,14 +1,14 @@
 """The tiny models of the `tiny` preset and the tests, offline, as ordinary Hugging Face folders.
 
 - `tiny/target`, `tiny/draft`: a trained pair shipped in the repository (`models/tiny/`): a 4-layer Qwen3 target and
-  a 2-layer draft distilled from it, trained on the Python standard library by `python -m models.tiny train`
+  a 2-layer draft distilled from it, trained on the Python standard library by `python scripts/train_tiny.py`
   (models/tiny/train.py). Their drafts are really accepted, so speculative decoding shows real figures.
 - `tiny-random/target`, `tiny-random/draft`: random Qwen3 models with exactly known behaviour (peaked logits, a draft
   that disagrees with the target), built on first use into `.cache/tiny` (or BENCH_TINY_DIR). Tests that pin exact
   behaviour use these.
 
     python -m models.tiny            # the folders of all four ids (builds the random ones)
-    python -m models.tiny train ...  # retrain the shipped pair (see models/tiny/train.py)
+    python scripts/train_tiny.py ... # retrain the shipped pair (see models/tiny/train.py)
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def unavailable(model_id: str) -> str | None:
     if model_id[len(prefix):] not in TINY_NAMES:
         return f"unknown tiny model (use {prefix}target or {prefix}draft)"
     if prefix == TINY_PREFIX and not (TRAINED_ROOT / model_id[len(prefix):] / "config.json").exists():
-        return f"the trained tiny models are missing from {TRAINED_ROOT}: retrain them with python -m models.tiny train"
+        return f"the trained tiny models are missing from {TRAINED_ROOT}: retrain them with python scripts/train_tiny.py"
     return None
 
 
@@ -122,12 +122,8 @@ def build(name: str, path: Path) -> None:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["train"]:
-        # Run as a script, not imported: models.tiny.train imports models.loading, which imports this module.
-        import runpy
-
-        sys.argv = ["python -m models.tiny train", *argv[1:]]
-        runpy.run_module("models.tiny.train", run_name="__main__", alter_sys=True)
-        return 0
+        print("retrain the shipped pair with: python scripts/train_tiny.py (see models/tiny/README.md)", file=sys.stderr)
+        return 2
     for prefix in (TINY_PREFIX, RANDOM_PREFIX):
         for n in TINY_NAMES:
             print(tiny_path(prefix + n))

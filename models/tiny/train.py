@@ -1,9 +1,9 @@
 """Training the shipped tiny pair (`tiny/target`, `tiny/draft`) on the Python standard library.
 
-    python -m models.tiny train                  # the shipped pair: rewrites models/tiny/ (13-17 min, one CPU core)
-    python -m models.tiny train --out DIR        # anywhere else
-    python -m models.tiny train --smoke --out DIR    # seconds: tiny shapes, a few files and steps (the tests run it)
-    python -m models.tiny train --target-from models/tiny --draft-objective data --out DIR   # only a draft, to compare
+    python scripts/train_tiny.py                  # the shipped pair: rewrites models/tiny/ (13-17 min, one CPU core)
+    python scripts/train_tiny.py --out DIR        # anywhere else
+    python scripts/train_tiny.py --smoke --out DIR    # seconds: tiny shapes, a few files and steps (the tests run it)
+    python scripts/train_tiny.py --target-from models/tiny --draft-objective data --out DIR   # only a draft
 
 Corpus: every `.py` file of the running interpreter's standard library (`sysconfig.get_paths()["stdlib"]`), code and
 docstrings as written, without the test suites, IDLE, lib2to3, turtledemo, the codec tables, pydoc's topic dump and
@@ -28,12 +28,12 @@ curve of both phases) and `checksums.sha256` (sha256 of every shipped file, `sha
 it). The figures are measured on what ships: the float16 files, loaded in float32 as the benchmark loads them.
 
 The corpus, tokenizer and windows are corpus.py's, the models, losses and held-out figures learning.py's, the shipped
-files and checksums shipping.py's; this script runs the two phases and records them. It is an entry point (run, never
-imported by the layers), so it alone may measure acceptance on the benchmark's fast engine.
+files and checksums shipping.py's; `train` runs the two phases and records them. Acceptance is counted as the runner
+counts it, on the benchmark's fast engine, which lies above this layer: the command (scripts/train_tiny.py) hands
+`train` that count.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -119,23 +119,6 @@ def load_pair(folder: Path, draft: str = "draft"):
     return load_models(str(folder / "target"), str(folder / draft), device="cpu", dtype="float32")
 
 
-def decode_counts(models, prompts: list[str], new_tokens: int, *, k: int = 4, lookup: int = 0) -> dict:
-    """Greedy speculative decoding (k drafts) or prompt lookup (lookup > 0) on the benchmark's fast engine, one prompt
-    at a time and a forced length, as the runner counts it: drafted, accepted, and the acceptance rate."""
-    from decoding.types import NullProbe, Request
-    from engines.fast import FastEngine
-
-    engine = FastEngine(models)
-    drafted = accepted = 0
-    for prompt in prompts:
-        x = models.tokenizer([prompt], return_tensors="pt")
-        request = Request(x.input_ids, x.attention_mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                          use_draft=not lookup, num_draft_tokens=k, prompt_lookup_num_tokens=lookup)
-        g = engine.generate(request, NullProbe())
-        drafted, accepted = drafted + g.drafts.drafted, accepted + g.drafts.accepted
-    return dict(drafted=drafted, accepted=accepted, acceptance=round(accepted / drafted, 4) if drafted else None)
-
-
 # -- the run ----------------------------------------------------------------------------------------------------------
 
 
@@ -151,7 +134,9 @@ def target_continuations(target, stream, generator, n: int, prefix: int, new: in
     return out.clone()
 
 
-def train(s: Settings, log=print) -> dict:
+def train(s: Settings, count, log=print) -> dict:
+    """count(models, prompts, new_tokens, lookup=0) -> {drafted, accepted, acceptance}: greedy speculative decoding
+    (k = 4) or prompt lookup as the benchmark counts it (scripts/train_tiny.py passes the fast engine's)."""
     import torch
 
     torch.set_num_threads(s.threads)
@@ -274,9 +259,9 @@ def train(s: Settings, log=print) -> dict:
         heldout_ppl_draft=round(math.exp(heldout_loss(models.draft, windows)), 3),
         heldout_argmax_agreement=round(agreement(models.target, models.draft, windows), 4),
         k=4, new_tokens=s.new_tokens,
-        acceptance_preset_prompts=decode_counts(models, prompts, s.new_tokens),
-        acceptance_heldout_snippets=decode_counts(models, snippets, s.new_tokens),
-        prompt_lookup_preset_prompts=[decode_counts(models, [p], s.new_tokens, lookup=10) for p in prompts],
+        acceptance_preset_prompts=count(models, prompts, s.new_tokens),
+        acceptance_heldout_snippets=count(models, snippets, s.new_tokens),
+        prompt_lookup_preset_prompts=[count(models, [p], s.new_tokens, lookup=10) for p in prompts],
         params_target=sum(p.numel() for p in models.target.parameters()),
         params_draft=sum(p.numel() for p in models.draft.parameters()),
         shipped_bytes=sum((out / n / f).stat().st_size for n in ("target", "draft") for f in SHIPPED_FILES),
@@ -290,7 +275,7 @@ def train(s: Settings, log=print) -> dict:
                      draft_s=round(train_s - target_s, 1), eval_s=round(eval_s, 1),
                      total_s=round(time.perf_counter() - started, 1), threads=s.threads,
                      cpu=cpu_name(), torch=torch.__version__),
-        command="python -m models.tiny train" + ("" if Path(s.out) == default_out() else f" --out {s.out}"),
+        command="python scripts/train_tiny.py" + ("" if Path(s.out) == default_out() else f" --out {s.out}"),
     )
     with open(out / "curve.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(curve[0]))
@@ -327,42 +312,3 @@ def default_out() -> Path:
     from models.tiny import TRAINED_ROOT
 
     return TRAINED_ROOT
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.tiny train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(default_out()), help="folder for target/, draft/ and the records "
-                   "(default: the shipped models/tiny)")
-    p.add_argument("--smoke", action="store_true", help="tiny shapes, a few files and steps: checks the script runs")
-    p.add_argument("--steps", type=int, help="target steps (default 1500)")
-    p.add_argument("--draft-steps", type=int, help="draft steps (default 600)")
-    p.add_argument("--draft-objective", choices=("distilled", "data"),
-                   help="distilled (default): the target's distribution on its own continuations; data: the text")
-    p.add_argument("--draft-layers", type=int, help="the draft's layers (default 2)")
-    p.add_argument("--target-from", help="a folder with a trained target/ (and its tokenizer): train only the draft")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other setting of Settings (JSON value)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default 1: faster than 2 on a shared machine)")
-    args = p.parse_args(argv)
-    s = smoke(args.out) if args.smoke else Settings(out=args.out)
-    for key in ("steps", "draft_steps", "draft_objective", "target_from", "seed", "threads"):
-        if getattr(args, key) is not None:
-            setattr(s, key, getattr(args, key))
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        if key not in {f.name for f in dataclasses.fields(Settings)}:
-            p.error(f"--set {item}: no setting '{key}'")
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            pass
-        setattr(s, key, value)
-    if args.draft_layers:
-        s.draft = dict(s.draft, num_hidden_layers=args.draft_layers)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    train(s, log=lambda line: print(line, flush=True))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
