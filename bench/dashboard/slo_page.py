@@ -6,11 +6,13 @@ asked after the fact. The recomputation is metrics.serving.goodput, the function
 from __future__ import annotations
 
 import math
+import re
 
 import gradio as gr
 import pandas as pd
 
 from bench.dashboard.shared import UI_ONLY, AppContext
+from metrics.capacity import attainment, attainment_interval, capacity
 from metrics.serving import RequestRecord, goodput, tpot_s, ttft_s
 from store import archive
 from store.requests import load_requests
@@ -80,6 +82,57 @@ def table_of(df: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+PROBE = re.compile(r"^(?P<base>.*?)(?:, )?capacity probe (?P<k>\d+): (?P<load>.*)$")  # scenarios/capacity.label
+SEARCH_KEYS = ["run_id", "engine", "method", "model", "draft_model", "dtype", "quantization", "attention"]
+CAPACITY_COLUMNS = ["engine", "method", "search", "probes", "target share", "capacity at the run's SLOs (req/s)",
+                    "its 95% bound", "capacity now (req/s)", "its 95% bound now"]
+
+
+def search_of(row: dict) -> tuple | None:
+    """Which capacity search a probe row belongs to (None: not a probe): its run, engine, method, variant, the
+    setting before "capacity probe k" and the server command it probed."""
+    m = PROBE.match(str(row.get("setting", "")))
+    if not m or not target(row.get("capacity_probe")) > 0:
+        return None
+    server = re.search(r"server=\d+", m["load"])
+    return (*(str(row.get(k, "")) for k in SEARCH_KEYS), m["base"], server.group(0) if server else "")
+
+
+def capacities(rows: pd.DataFrame, records: dict[str, list[RequestRecord]], slo_ttft_ms: float, slo_tpot_ms: float,
+               seed: int = 0) -> pd.DataFrame:
+    """Each capacity search's capacity and its one-sided 95% bound recomputed for these targets over the rates it
+    probed, by metrics.capacity as the search does (the synchronous probe missing makes it 0; `seed` the run's
+    config seed, 0 by default, which the bootstrap bound depends on); beside them the run's own."""
+    searches: dict[tuple, list[dict]] = {}
+    for r in rows.to_dict("records"):
+        if (key := search_of(r)) is not None:
+            searches.setdefault(key, []).append(r)
+    out = []
+    for key, probes in searches.items():
+        probes.sort(key=lambda r: target(r.get("capacity_probe")))
+        goal = next((target(r.get("capacity_target")) for r in probes if target(r.get("capacity_target"))), 0.0)
+        measured = []  # (rate, attainment, its lower bound) per probe, rate 0 for the synchronous one
+        for r in probes:
+            recs = records.get(archive.row_key(r), [])
+            low = attainment_interval(recs, slo_ttft_ms, slo_tpot_ms, seed=seed)[0] if recs else float("nan")
+            measured.append((target(r.get("request_rate")), attainment(recs, slo_ttft_ms, slo_tpot_ms), low))
+        sync = [share for rate, share, _ in measured if not rate]
+        missed = sync and not (sync[0] == sync[0] and sync[0] >= goal)
+        best, low = (0.0, 0.0) if missed else capacity([p for p in measured if p[0]], goal)
+        last = probes[-1]
+        out.append({"engine": last["engine"], "method": last["method"], "search": ", ".join(filter(None, key[-2:])) or "-",
+                    "probes": len(probes), "target share": goal,
+                    "capacity at the run's SLOs (req/s)": pd.to_numeric(last.get("capacity_rps"), errors="coerce"),
+                    "its 95% bound": pd.to_numeric(last.get("capacity_rps_ci_low"), errors="coerce"),
+                    "capacity now (req/s)": best, "its 95% bound now": low})
+    return pd.DataFrame(out, columns=CAPACITY_COLUMNS)
+
+
+def capacity_update(rows, records, ttft, tpot):
+    df = capacities(rows, records, ttft or 0.0, tpot or 0.0)
+    return gr.update(value=df, visible=not df.empty)
+
+
 def target(value) -> float:
     """A row's SLO as a number; empty or missing is no target."""
     number = pd.to_numeric(value, errors="coerce")
@@ -101,6 +154,9 @@ class SloPage:
                 self.ttft = gr.Slider(0, 1000, value=0, step=1, label="TTFT target (ms)", elem_id="slo-ttft", scale=3)
                 self.tpot = gr.Slider(0, 100, value=0, step=0.1, label="TPOT target (ms)", elem_id="slo-tpot", scale=3)
             self.table = gr.Dataframe(table_of(pd.DataFrame()), interactive=False, elem_id="slo-table")
+            self.capacity = gr.Dataframe(pd.DataFrame(columns=CAPACITY_COLUMNS), interactive=False, visible=False,
+                                         label="Capacity searches at these targets, over the rates each probed",
+                                         elem_id="slo-capacity")
             with gr.Row(equal_height=True):
                 self.goodput = gr.Plot(charts.goodput(None), show_label=False, elem_id="slo-goodput")
                 self.curve = gr.Plot(charts.throughput_latency(None), show_label=False, elem_id="slo-curve")
@@ -110,10 +166,13 @@ class SloPage:
 
     def wire(self) -> None:
         figures = [self.table, self.goodput, self.curve]
+        targets = [self.run, self.ttft, self.tpot]
         self.tab.select(self.refresh, self.run, [self.run], **UI_ONLY)
-        self.run.change(self.show_run, self.run, [self.ttft, self.tpot, self.point, *figures], **UI_ONLY)
+        self.run.change(self.show_run, self.run, [self.ttft, self.tpot, self.point, *figures], **UI_ONLY).then(
+            self.show_capacity, targets, self.capacity, **UI_ONLY)  # after show_run set the run's own targets
         for slider in (self.ttft, self.tpot):
-            slider.release(self.show_goodput, [self.run, self.ttft, self.tpot], figures, **UI_ONLY)
+            slider.release(self.show_goodput, targets, figures, **UI_ONLY).then(
+                self.show_capacity, targets, self.capacity, **UI_ONLY)
         self.point.change(self.show_timeline, [self.run, self.point], self.timeline, **UI_ONLY)
 
     def rows_of_run(self, run_id: str | None) -> pd.DataFrame:
@@ -143,6 +202,10 @@ class SloPage:
     def show_goodput(self, run_id, ttft, tpot):
         rows = self.rows_of_run(run_id)
         return self.figures(rows, records_by_row(self.ctx.results_path, rows), ttft, tpot)
+
+    def show_capacity(self, run_id, ttft, tpot):
+        rows = self.rows_of_run(run_id)
+        return capacity_update(rows, records_by_row(self.ctx.results_path, rows), ttft, tpot)
 
     def show_timeline(self, run_id, label):
         rows = [r for r in self.rows_of_run(run_id).to_dict("records") if point_label(r) == label]
