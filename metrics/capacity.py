@@ -6,7 +6,8 @@
 - its interval: bootstrapped over blocks of consecutive requests (by arrival), resampled whole, since in a queue
   one request's wait follows the one before it; the 90% two-sided interval, whose low end is a one-sided 95% bound.
 - capacity_rps: the highest open-loop rate probed whose attainment met the target; capacity_rps_ci_low: the
-  highest probed rate whose attainment's lower bound still meets it.
+  highest probed rate whose attainment's lower bound still meets it; capacity_concurrency and its bound the same
+  over the closed-loop concurrencies of a search by concurrency.
 
 The same functions fill the rows and recompute them from requests.jsonl (the SLO explorer), so the two agree.
 """
@@ -68,7 +69,8 @@ class CapacityFigures:
     """The columns of a capacity search's probe rows (scenarios/capacity.py); other rows leave them empty."""
 
     columns = ("capacity_probe", "slo_attainment", "slo_attainment_ci_low", "slo_attainment_ci_high",
-               "capacity_target", "capacity_rps", "capacity_rps_ci_low", "capacity_probes")
+               "capacity_target", "capacity_rps", "capacity_rps_ci_low", "capacity_probes",
+               "capacity_concurrency", "capacity_concurrency_ci_low")
     help = {  # column -> one line for docs/columns.md (scripts/reference.py); a group shares its line
         "capacity_probe": "capacity search rows: which probe of the search this row is (1: synchronous, one request "
                           "at a time; then open-loop rates), the search's rows share run, engine, method and variant",
@@ -80,6 +82,10 @@ class CapacityFigures:
         **dict.fromkeys(("capacity_rps", "capacity_rps_ci_low", "capacity_probes"),
                         "the last row of a capacity search: the highest request rate probed that met the target share, "
                         "the highest whose attainment's lower bound (one-sided 95%) still met it, and the probes run"),
+        **dict.fromkeys(("capacity_concurrency", "capacity_concurrency_ci_low"),
+                        "the last row of a capacity search by concurrency (`capacity_by`): the highest closed-loop "
+                        "concurrency probed that met the target share, and the highest whose attainment's lower bound "
+                        "(one-sided 95%) still met it"),
     }
 
     @staticmethod

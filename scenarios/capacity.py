@@ -12,6 +12,10 @@ decided as it goes, each measured exactly as a load point of scenarios/load.py (
 A probe meets the SLOs when the share of its requests within both targets (failed ones miss) reaches
 `capacity_percentile` / 100 x `capacity_attainment` (metrics/capacity.py). Every probe is a row, its setting
 "capacity probe k: rate=..."; the search's last row holds capacity_rps, capacity_rps_ci_low and capacity_probes.
+
+With `capacity_by` "concurrency" the probes are closed loop instead: concurrency 1, doubled while the SLOs hold,
+then integer bisection between the last concurrency that met them and the first that did not, until the two are
+adjacent or the budget is spent ("capacity probe k: concurrency=N"; capacity_concurrency and its bound).
 """
 from __future__ import annotations
 
@@ -55,9 +59,27 @@ class Search:
     probes: list = field(default_factory=list)
     met: float = 0.0  # the highest open-loop rate that met the SLOs (0: none yet)
     missed: float = math.inf  # the lowest that did not
+    by: str = "rate"  # or "concurrency": closed-loop probes, met and missed then concurrencies
 
     def next(self) -> Load | None:
         """The next probe's load point, or None when the search is over."""
+        return self.next_concurrency() if self.by == "concurrency" else self.next_rate()
+
+    def next_concurrency(self) -> Load | None:
+        n = len(self.probes)
+        if n >= self.max_probes or (n and not self.passed(self.probes[0])):
+            return None
+        if n == 0:
+            level = 1
+        elif math.isinf(self.missed):
+            level = 2 * int(self.met)
+        elif self.missed - self.met <= 1:
+            return None
+        else:
+            level = int(self.met + self.missed) // 2
+        return Load(concurrency=level, server=self.server, servers=self.servers)
+
+    def next_rate(self) -> Load | None:
         n = len(self.probes)
         if n >= self.max_probes or (n and not self.passed(self.probes[0])):
             return None
@@ -83,7 +105,12 @@ class Search:
         throughput = sum(r.status == "ok" for r in records) / span if span == span and span > 0 else math.nan
         probe = Probe(load, attainment(records, slo_ttft_ms, slo_tpot_ms), low, high, throughput)
         self.probes.append(probe)
-        if load.rate:
+        if self.by == "concurrency":
+            if self.passed(probe):
+                self.met = max(self.met, load.concurrency)
+            else:
+                self.missed = min(self.missed, load.concurrency)
+        elif load.rate:
             if self.passed(probe):
                 self.met = max(self.met, load.rate)
             else:
@@ -91,12 +118,24 @@ class Search:
         return probe
 
     def result(self) -> dict:
+        if self.by == "concurrency":
+            best, low = capacity([(p.load.concurrency, p.share, p.low) for p in self.probes], self.target)
+            return {"capacity_concurrency": float(best), "capacity_concurrency_ci_low": float(low),
+                    "capacity_probes": len(self.probes)}
         best, low = capacity([(p.rate, p.share, p.low) for p in self.probes if p.rate], self.target)
         return {"capacity_rps": best, "capacity_rps_ci_low": low, "capacity_probes": len(self.probes)}
 
     def notes(self) -> list[str]:
         if self.probes and not self.passed(self.probes[0]):
             return ["capacity search: one request at a time already misses the SLOs, so the capacity is 0"]
+        if self.by == "concurrency":
+            if math.isinf(self.missed):
+                return [f"capacity search: every concurrency probed met the SLOs; the capacity is at least "
+                        f"{self.met:g}"]
+            if self.missed - self.met > 1:
+                return [f"capacity search: probe budget spent with the bracket at concurrency {self.met:g} to "
+                        f"{self.missed:g}"]
+            return []
         if math.isinf(self.missed):
             return [f"capacity search: every rate probed met the SLOs; the capacity is at least {self.met:g} req/s"]
         if self.missed - self.met > self.tolerance * self.missed:
@@ -129,7 +168,7 @@ def points(config) -> list[LoadPoint]:
 
 def new_search(config, load: Load) -> Search:
     return Search(target_share(config.capacity_percentile, config.capacity_attainment), config.capacity_tolerance,
-                  config.capacity_max_probes, load.server, load.servers)
+                  config.capacity_max_probes, load.server, load.servers, by=getattr(config, "capacity_by", "rate"))
 
 
 def fill(job: Job, search: Search, probe: Probe, k: int) -> None:

@@ -29,6 +29,7 @@ OPTIONS = {
     "max_batch_size": option(8, "load: most requests in one batch (static batching of call engines, continuous batching)", "int", lo=1, hi=4096, label="Max batch size"),
     "request_timeout_s": option(600.0, "load: seconds one request may take before it counts as failed", "float", lo=1.0, hi=86400.0, label="Request timeout (s)"),
     "capacity": option(False, "load: search the highest request rate meeting slo_ttft_ms / slo_tpot_ms (a synchronous probe, one at the throughput it measured, then bisection; replaces concurrency and request_rate)", "bool", label="Capacity search"),
+    "capacity_by": option("rate", "load: capacity search: what it varies, the open-loop request rate or the closed-loop concurrency (1, doubled, then integer bisection until adjacent)", "str", choices=["rate", "concurrency"], label="Capacity: search by"),
     "capacity_percentile": option(90.0, "load: capacity search: the percentile the SLOs hold at (90: 90% of requests within both targets)", "float", lo=1.0, hi=100.0, label="Capacity: percentile"),
     "capacity_attainment": option(1.0, "load: capacity search: the part of that percentile's share required (1.0: all of it; 0.99 allows 1% slack)", "float", lo=0.01, hi=1.0, label="Capacity: attainment"),
     "capacity_tolerance": option(0.1, "load: capacity search: stop when the bracket between the last rate met and the first missed is within this fraction", "float", lo=0.001, hi=1.0, label="Capacity: tolerance"),
@@ -121,6 +122,8 @@ def check_load(config) -> str | None:
         return "config key 'request_rate': inf sends every request at once and needs num_requests, not duration_s alone"
     if getattr(config, "capacity", False) and not (config.slo_ttft_ms or config.slo_tpot_ms):
         return "config key 'capacity' searches the rate meeting the SLOs: set slo_ttft_ms or slo_tpot_ms"
+    if getattr(config, "capacity_by", "rate") != "rate" and not getattr(config, "capacity", False):
+        return "config key 'capacity_by' chooses what the capacity search varies: set capacity too"
     if config.dataset:
         try:
             read_dataset(config.dataset)

@@ -101,6 +101,80 @@ def test_the_search_stops_within_its_budget_and_says_so():
     assert len(hopeless.probes) == 1 and hopeless.result()["capacity_rps"] == 0.0
 
 
+# --- the same by concurrency: a simulated closed loop, N clients and one server -------------------------------
+
+def closed_loop(clients: int, n: int, seed: int, service: float = SERVICE_MS / 1000, jitter: float = 0.02):
+    """N clients, each sending its next request when its last one ends, served one at a time (service times within
+    ±jitter of D): past the first N, every request waits for the N - 1 ahead of it, about (N - 1)·D."""
+    import random
+
+    from metrics.serving import RequestRecord
+
+    rng, out, ends, free = random.Random(seed), [], [], 0.0
+    for i in range(n):
+        sent = 0.0 if i < clients else ends[i - clients]
+        start = max(sent, free)
+        free = start + service * (1 + rng.uniform(-jitter, jitter))
+        ends.append(free)
+        first = start + FIRST_MS / 1000
+        times = [first + (free - first) * j / 12 for j in range(13)]
+        out.append(RequestRecord(i, i % 2, sent, sent=sent, first_token=first, token_times=times, end=free,
+                                 output_tokens=13, status="ok"))
+    return out
+
+
+def concurrency_search(seed: int, n: int, slo_ttft_ms: float, budget=10):
+    from scenarios.capacity import Search
+
+    search = Search(0.9, 0.05, budget, by="concurrency")
+    while (load := search.next()) is not None:
+        assert load.concurrency >= 1 and not load.rate
+        search.add(load, closed_loop(load.concurrency, n, seed), slo_ttft_ms, 0.0, seed=seed)
+    return search
+
+
+@pytest.mark.parametrize("waits", [0, 2, 5, 12])
+def test_the_concurrency_search_finds_the_closed_loop_capacity(waits):
+    """TTFT = (N - 1)·D + first token time; a target half a service time past `waits` waits admits N = waits + 1."""
+    truth = waits + 1
+    slo = (waits + 0.5) * SERVICE_MS + FIRST_MS
+    for seed in range(3):
+        search = concurrency_search(seed, 200, slo)
+        result = search.result()
+        assert abs(result["capacity_concurrency"] - truth) <= 1, (seed, result)
+        assert result["capacity_concurrency_ci_low"] <= result["capacity_concurrency"]
+        assert result["capacity_probes"] == len(search.probes) <= 10
+        assert "capacity_rps" not in result and not search.notes()
+        levels = [p.load.concurrency for p in search.probes]
+        assert levels[0] == 1 and len(set(levels)) == len(levels)
+
+
+def test_the_concurrency_search_stops_within_its_budget_and_says_so():
+    search = concurrency_search(0, 100, 40.5 * SERVICE_MS + FIRST_MS, budget=4)
+    assert [p.load.concurrency for p in search.probes] == [1, 2, 4, 8]
+    assert search.result()["capacity_concurrency"] == 8.0
+    assert any("every concurrency probed met" in n for n in search.notes())
+    bracket = concurrency_search(0, 100, 5.5 * SERVICE_MS + FIRST_MS, budget=5)  # 1, 2, 4, 8 (missed), 6
+    assert [p.load.concurrency for p in bracket.probes] == [1, 2, 4, 8, 6]
+    assert any("budget spent" in n for n in bracket.notes())
+    hopeless = concurrency_search(0, 50, FIRST_MS / 2)
+    assert len(hopeless.probes) == 1 and hopeless.result()["capacity_concurrency"] == 0.0
+
+
+def test_capacity_by_is_an_option_and_needs_capacity():
+    from bench.config import Config, ConfigError
+    from scenarios.workload import check_load
+
+    base = dict(model="tiny/target", methods=["standard"], engine=["hf"], prompts=["Hi"], slo_ttft_ms=50.0)
+    assert Config.from_dict(base, check_models=False).capacity_by == "rate"
+    config = Config.from_dict({**base, "capacity": True, "capacity_by": "concurrency"}, check_models=False)
+    assert config.capacity_by == "concurrency" and check_load(config) is None
+    with pytest.raises(ConfigError):
+        Config.from_dict({**base, "capacity": True, "capacity_by": "batch"}, check_models=False)
+    with pytest.raises(ConfigError, match="capacity_by"):
+        Config.from_dict({**base, "capacity_by": "concurrency"}, check_models=False)
+
+
 # --- one real search, over HTTP, against the serial known-delay server ---------------------------------------
 
 def test_capacity_search_finds_the_md1_rate_within_15_percent(tmp_path):

@@ -12,60 +12,17 @@ compared by their paired speedups over standard (the sharper test), any others b
 from __future__ import annotations
 
 import math
-import textwrap
-from dataclasses import dataclass, field
-from html import escape
 
 from decoding import BASELINE, METHODS
 from metrics.rows import RANDOM_WEIGHTS_NOTE
 from store.notebook import text as cell
 from views import compare, table
+from views.verdict_forms import Answer, Verdict
 
 GROUP = ("run_id", "engine", "quantization", "attention")  # rows paired with the same standard row
 WORKLOAD = ("max_new_tokens", "num_prompts", "prompt_tokens", "dtype", "device", "device_name", "cpu_model")
 MOST = 0.5  # more than this share of rows unstable: a warning
 MAX_TIES = 3  # tied rows named; the rest are counted
-
-
-@dataclass
-class Answer:
-    topic: str  # "Fastest for one user"
-    text: str  # the answer in plain words, its figure and interval included
-
-
-@dataclass
-class Verdict:
-    warnings: list[str] = field(default_factory=list)
-    answers: list[Answer] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        """Every statement once, as text() words it (the other forms only mark them up)."""
-        return [f"Warning: {w}" for w in self.warnings] + [f"{a.topic}: {a.text}" for a in self.answers]
-
-    def text(self) -> str:
-        body = [textwrap.fill(line, 110, initial_indent="  ", subsequent_indent="    ") for line in self.lines()]
-        return "\n".join(["Verdict:"] + (body or ["  nothing to compare yet"]))
-
-    def markdown(self) -> str:
-        items = [f"- ⚠ **Warning:** {md(w)}" for w in self.warnings] + \
-                [f"- **{md(a.topic)}:** {md(a.text)}" for a in self.answers]
-        return "**Verdict**\n\n" + ("\n".join(items) if items else "nothing to compare yet")
-
-    def html(self) -> str:
-        warnings = "".join(f'<li class="bench-verdict-warning"><b>Warning:</b> {escape(w)}</li>'
-                           for w in self.warnings)
-        answers = "".join(f'<li><b>{escape(a.topic)}:</b> {escape(a.text)}</li>' for a in self.answers)
-        empty = "" if warnings or answers else "<li>nothing to compare yet</li>"
-        return (f'<div class="bench-verdict"><div class="bench-verdict-head">Verdict</div>'
-                f'<ul>{warnings}{answers}{empty}</ul></div>')
-
-
-def md(s: str) -> str:
-    """Plain words as Markdown: no markup, no HTML from a run's name."""
-    s = escape(s, quote=False)
-    for ch in "\\`*_":
-        s = s.replace(ch, "\\" + ch)
-    return s
 
 
 def num(value) -> float:
@@ -254,24 +211,27 @@ def under_load(rows: list[dict], label) -> list[Answer]:
         finished = num(top.get("request_throughput"))
         out.append(Answer("Under load", f"{label(top)} at {point(top)}: {num(top.get('goodput')):.2f} req/s "
                           f"{slo_words(good)}" + (f", of {finished:.2f} req/s finished" if finished >= 0 else "")))
-    capped = has(rows, "capacity_rps")
-    if capped:
-        top = max(capped, key=lambda r: num(r.get("capacity_rps")))
-        low = num(top.get("capacity_rps_ci_low"))
-        ties = sorted((r for r in capped if r is not top and num(r.get("capacity_rps")) >= low),
-                      key=lambda r: -num(r.get("capacity_rps")))
-
-        def describe(r):
-            bound = num(r.get("capacity_rps_ci_low"))
-            return (f"{label(r)} sustains {num(r.get('capacity_rps')):.2f} req/s {slo_words([r])}"
-                    + (f" (one-sided 95% lower bound {bound:.2f} req/s)" if not math.isnan(bound) else ""))
-
-        text = tie_words(top, ties, describe, short(label, "capacity_rps", 2, "req/s"))
-        if rest := [r for r in sorted(capped, key=lambda r: -num(r.get("capacity_rps"))) if r is not top and r not in ties]:
-            text += "; below it: " + ", ".join(f"{label(r)} {num(r.get('capacity_rps')):.2f} req/s (bound "
-                                               f"{num(r.get('capacity_rps_ci_low')):.2f})" for r in rest)
-        out.append(Answer("Capacity", text))
+    for key, unit in (("capacity_rps", "req/s"), ("capacity_concurrency", "requests in flight")):
+        if capped := sorted(has(rows, key), key=lambda r, k=key: -num(r.get(k))):
+            out.append(Answer("Capacity", capacity_words(capped, key, unit, label)))
     return out
+
+
+def capacity_words(capped: list[dict], key: str, unit: str, label) -> str:
+    """The highest capacity with its one-sided bound, the searches within that bound as a tie, the rest below."""
+    top, low = capped[0], num(capped[0].get(f"{key}_ci_low"))
+    ties = [r for r in capped[1:] if num(r.get(key)) >= low]
+
+    def describe(r):
+        bound = num(r.get(f"{key}_ci_low"))
+        return (f"{label(r)} sustains {num(r.get(key)):.2f} {unit} {slo_words([r])}"
+                + (f" (one-sided 95% lower bound {bound:.2f} {unit})" if not math.isnan(bound) else ""))
+
+    text = tie_words(top, ties, describe, short(label, key, 2, unit))
+    if rest := [r for r in capped[1:] if r not in ties]:
+        text += "; below it: " + ", ".join(f"{label(r)} {num(r.get(key)):.2f} {unit} (bound "
+                                           f"{num(r.get(f'{key}_ci_low')):.2f})" for r in rest)
+    return text
 
 
 def memory(rows: list[dict], label) -> Answer | None:
