@@ -252,3 +252,23 @@ def test_drafting_rows_are_paired_by_request_with_the_plain_row():
     out = speedups(recs(0.02), recs(0.01))
     assert out["load_speedup_tpot"] == pytest.approx(2.0) and out["load_speedup_pairs"] == 6
     assert out["load_speedup_tpot_ci_low"] == pytest.approx(2.0)
+
+
+def test_a_concurrency_search_is_drawn_along_concurrency():
+    """A closed-loop search's probes are drawn by requests in flight, its capacity marked there."""
+    import pandas as pd
+
+    from views import charts
+
+    base = {"status": "ok", "run_id": "r", "timestamp": "2026-12-01T00:00:00+00:00", "engine": "continuous",
+            "method": "standard", "quantization": "none", "attention": "sdpa", "capacity_target": 0.9,
+            "request_rate": float("nan"), "batch_size": 1, "do_sample": False, "model": "m", "dtype": "float32",
+            "device": "cpu", "unstable": False, "notes": ""}
+    rows = [dict(base, setting=f"greedy, capacity probe {k}: concurrency={n}", concurrency=n, capacity_probe=k,
+                 slo_attainment=a, slo_attainment_ci_low=a - 0.05, slo_attainment_ci_high=min(1.0, a + 0.05))
+            for k, (n, a) in enumerate([(1, 1.0), (2, 1.0), (4, 1.0), (8, 0.5), (6, 0.95)], 1)]
+    rows[-1].update(capacity_concurrency=6.0, capacity_concurrency_ci_low=4.0, capacity_probes=5)
+    fig = charts.capacity(pd.DataFrame(rows))
+    assert fig.layout.xaxis.title.text == "requests in flight" and "concurrency" in fig.layout.title.text
+    assert list(fig.data[1].x) == [1, 2, 4, 6, 8]
+    assert sorted(round(s.x0, 1) for s in fig.layout.shapes if s.x0) == [4.0, 6.0]

@@ -772,10 +772,12 @@ def cost(df: pd.DataFrame) -> go.Figure:
 
 
 def capacity(df: pd.DataFrame) -> go.Figure:
-    """SLO attainment against request rate for each capacity search, its one-sided 95% band, the target share
-    dashed, and the capacity (solid) and its lower bound (dotted) marked."""
-    title = "Capacity: SLO attainment vs request rate (95% band)"
+    """SLO attainment against request rate (or concurrency, for a closed-loop search) for each capacity search, its
+    one-sided 95% band, the target share dashed, and the capacity (solid) and its lower bound (dotted) marked."""
     found = load_decisions.searches(prepare(df))
+    axes = {s["axis"] for s in found} or {"request_rate"}
+    along = "request rate" if axes == {"request_rate"} else "concurrency" if axes == {"concurrency"} else "load"
+    title = f"Capacity: SLO attainment vs {along} (95% band)"
     if not found:
         return empty(title, "no capacity search yet (set capacity with slo_ttft_ms or slo_tpot_ms)")
     fig = go.Figure()
@@ -783,13 +785,13 @@ def capacity(df: pd.DataFrame) -> go.Figure:
         color, p = RUN_COLORS[i % len(RUN_COLORS)], s["probes"]
         if p.empty:
             continue
-        x = list(p["request_rate"])
+        x, unit = list(p[s["axis"]]), "req/s" if s["axis"] == "request_rate" else "in flight"
         fig.add_scatter(x=x + x[::-1], y=list(p["slo_attainment_ci_high"]) + list(p["slo_attainment_ci_low"])[::-1],
                         fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0), hoverinfo="skip",
                         showlegend=False, legendgroup=s["name"])
         fig.add_scatter(x=x, y=p["slo_attainment"], mode="lines+markers", name=s["name"], legendgroup=s["name"],
                         line=dict(color=color, width=2), marker=dict(size=8),
-                        hovertext=[f"<b>{s['name']}</b> · probe {k:.0f}: {r:g} req/s<br>attainment {a:.1%} "
+                        hovertext=[f"<b>{s['name']}</b> · probe {k:.0f}: {r:g} {unit}<br>attainment {a:.1%} "
                                    f"[{lo:.1%}, {hi:.1%}]" for k, r, a, lo, hi in
                                    zip(p["capacity_probe"], x, p["slo_attainment"], p["slo_attainment_ci_low"],
                                        p["slo_attainment_ci_high"])],
@@ -802,7 +804,9 @@ def capacity(df: pd.DataFrame) -> go.Figure:
     if target is not None:
         fig.add_hline(y=target, line=dict(color="#dc2626", dash="dash", width=1.5),
                       annotation_text=f"target {target:.0%}", annotation_font_size=10)
-    fig = style(fig, title, "share of requests within the SLOs", "request rate (req/s)")
+    x_title = {"request rate": "request rate (req/s)", "concurrency": "requests in flight"}.get(
+        along, "request rate (req/s) or requests in flight")
+    fig = style(fig, title, "share of requests within the SLOs", x_title)
     fig.update_xaxes(rangemode="tozero", tickangle=0)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
     return fig

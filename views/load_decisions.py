@@ -17,7 +17,7 @@ LOAD = re.compile(r"(?:^|, )(?:concurrency|rate)=[^,]+")
 SERIES_KEYS = ["run_id", "engine", "method", "quantization", "attention"]
 CAPACITY_NUMERIC = ["capacity_probe", "slo_attainment", "slo_attainment_ci_low", "slo_attainment_ci_high",
                     "capacity_target", "capacity_rps", "capacity_rps_ci_low", "capacity_probes", "request_rate",
-                    "concurrency"]
+                    "concurrency", "capacity_concurrency", "capacity_concurrency_ci_low"]
 SPEEDUPS = {"tpot": "TPOT", "tokens_per_s": "output tok/s per request"}
 
 
@@ -29,7 +29,8 @@ def numbers(d: pd.DataFrame, columns) -> pd.DataFrame:
 
 
 def searches(d: pd.DataFrame) -> list[dict]:
-    """One entry per capacity search: name, its open-loop probes by rate, target, capacity, capacity_low."""
+    """One entry per capacity search: name, the axis it searched (request_rate, or concurrency for a closed-loop
+    search), its probes along that axis, target, capacity, capacity_low."""
     if d is None or d.empty or "capacity_probe" not in d:
         return []
     d = numbers(d, CAPACITY_NUMERIC)
@@ -41,11 +42,13 @@ def searches(d: pd.DataFrame) -> list[dict]:
     out = []
     for _, part in d.groupby(keys, sort=False, dropna=False):
         last = part.sort_values("capacity_probe").iloc[-1]
-        open_loop = part[part["request_rate"].notna() & (part["request_rate"] > 0)].sort_values("request_rate")
+        closed = "capacity_concurrency" in part and last["capacity_concurrency"] == last["capacity_concurrency"]
+        axis, result = ("concurrency", "capacity_concurrency") if closed else ("request_rate", "capacity_rps")
+        probes = part[part[axis].notna() & (part[axis] > 0)].sort_values(axis)
         name = f"{last['engine']} · {last['method']}" + (f" [{last['search']}]" if last["search"] else "")
-        out.append({"name": name, "run_id": last["run_id"], "probes": open_loop,
-                    "target": float(last["capacity_target"]), "capacity": float(last["capacity_rps"]),
-                    "capacity_low": float(last["capacity_rps_ci_low"]), "count": int(last["capacity_probe"])})
+        out.append({"name": name, "run_id": last["run_id"], "probes": probes, "axis": axis,
+                    "target": float(last["capacity_target"]), "capacity": float(last[result]),
+                    "capacity_low": float(last[f"{result}_ci_low"]), "count": int(last["capacity_probe"])})
     return out
 
 
