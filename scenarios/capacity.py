@@ -19,7 +19,6 @@ adjacent or the budget is spent ("capacity probe k: concurrency=N"; capacity_con
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -27,8 +26,8 @@ from dataclasses import dataclass, field
 from decoding import METHODS
 from metrics.capacity import attainment, attainment_interval, capacity, target_share
 from metrics.serving import duration_s
-from scenarios.context import Stopped, check_stop
-from scenarios.load import Job, LoadPoint, compare_greedy, finish, pair_drafting, prepare, run_job  # noqa: F401
+from scenarios.context import check_stop
+from scenarios.load import Job, LoadPoint, compare_greedy, finish, measure_one, pair_drafting  # noqa: F401
 from scenarios.workload import Load
 
 __all__ = ["Job", "finish", "measure", "points", "Search"]
@@ -190,13 +189,7 @@ def measure(jobs: list[Job], progress):
             while True:
                 yield progress(f"{job.point.method} [{job.point.setting}] on {job.ctx.engine_name}", job,
                                min((n + k / (search.max_probes + 1)) / len(searches), 0.99))
-                try:
-                    items, template = prepare(job, cache)
-                    asyncio.run(run_job(job, items, template))
-                except Stopped:
-                    raise
-                except Exception as e:
-                    job.fail(e)
+                if not measure_one(job, cache):
                     break
                 check_stop(job.ctx.stop_event)
                 fill(job, search, search.add(job.point.load, job.records, config.slo_ttft_ms, config.slo_tpot_ms,

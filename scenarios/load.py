@@ -172,6 +172,19 @@ def prepare(job: Job, cache: dict) -> tuple[list[LoadRequest], Request]:
     return items, template
 
 
+def measure_one(job: Job, cache: dict) -> bool:
+    """One load point's requests, start to end; a failure marks the row (Stop goes on up). True when it ran."""
+    try:
+        items, template = prepare(job, cache)
+        asyncio.run(run_job(job, items, template))
+    except Stopped:
+        raise
+    except Exception as e:
+        job.fail(e)
+        return False
+    return True
+
+
 def measure(jobs: list[Job], progress):
     """Each job in turn (a load point is one long measurement, not interleaved), grouped by server command so
     a started server serves all its points; then greedy texts are compared across engines."""
@@ -182,13 +195,7 @@ def measure(jobs: list[Job], progress):
             job = jobs[i]
             yield progress(f"{job.point.method} [{job.point.setting}] on {job.ctx.engine_name}", job,
                            min(n / len(jobs), 0.99))
-            try:
-                items, template = prepare(job, cache)
-                asyncio.run(run_job(job, items, template))
-            except Stopped:
-                raise
-            except Exception as e:
-                job.fail(e)
+            measure_one(job, cache)
             check_stop(job.ctx.stop_event)
     finally:
         for engine in {id(j.ctx.engine): j.ctx.engine for j in jobs}.values():
