@@ -68,6 +68,10 @@ def parser() -> argparse.ArgumentParser:
         epilog=f"presets: {', '.join(preset_names())}\n\nconfig keys (presets and --config files use these):\n{keys}")
     p.add_argument("--preset", help="run a preset from presets/ headless")
     p.add_argument("--config", help="run a JSON config file headless (same keys as a preset)")
+    p.add_argument("--check", action="store_true",
+                   help="check this machine for the chosen preset or config (GPU, transformers, bitsandbytes, "
+                        "flash-attn, NVML, compiling, models, disk, servers): one line per item; exit 1 if something "
+                        "it needs is missing")
     p.add_argument("--report", metavar="PATH.html",
                    help="after a headless run, write one self-contained HTML report of it (opens offline)")
     add_config_flags(p)
@@ -167,6 +171,10 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         data = config_dict(args)
+        if args.check:
+            from bench.check import main as check
+
+            return check(Config.from_dict(data, check_models=False))
         if not args.preset and not args.config:
             from bench.dashboard.app import launch
 

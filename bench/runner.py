@@ -45,9 +45,33 @@ def total_rows(config: Config) -> int:
     return len(variants(config)) * len(config.engine) * len(points(config))
 
 
+@dataclass
+class CallProgress(Progress):
+    """Progress that also counts the variant's repetitions and calls, measured and planned (0 when the scenario
+    has no fixed calls, as under load): rows of a variant finish together, so rows alone say nothing till the end."""
+    repetitions_done: int = 0
+    repetitions_planned: int = 0
+    calls_done: int = 0
+    calls_planned: int = 0
+
+
+def planned_work(jobs: list, fewest: int) -> tuple[int, int, int, int]:
+    """(repetitions done, planned, calls done, planned) of a variant's jobs; a job still active past its fewest
+    repetitions (target_ci) plans one more."""
+    live = [j for j in jobs if j.row.get("status", "ok") == "ok" or j.repetitions]
+    reps = [max(fewest, j.repetitions + bool(getattr(j, "active", False))) for j in live]
+    per_rep = [len(getattr(j, "units", ()) or ()) for j in live]
+    return (sum(j.repetitions for j in live), sum(reps), sum(len(j.calls) for j in live),
+            sum(n * r for n, r in zip(per_rep, reps)))
+
+
+def new_run_id() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
 def run(config: Config, stop_event: threading.Event | None = None, run_id: str | None = None):
     """Yields Progress and RowDone events; every RowDone row is already appended to the CSV."""
-    run_id = run_id or datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    run_id = run_id or new_run_id()
     total, done = total_rows(config), 0
     once: dict = {}  # what a run measures or loads once: copy bandwidth, the unquantized reference model
     for quantization, attention in variants(config):
@@ -73,9 +97,10 @@ def run(config: Config, stop_event: threading.Event | None = None, run_id: str |
         try:
             jobs = make_jobs(config, run_id, models, quantization, attention, stop_event, once)
 
-            def progress(message, job, fraction, done=done, rows=len(jobs)):
-                return Progress(message, done, total, job.point.method, job.point.setting, job.repetitions + 1,
-                                config.repetition_range()[1], (done + fraction * rows) / total)
+            def progress(message, job, fraction, done=done, rows=len(jobs), jobs=jobs):
+                return CallProgress(message, done, total, job.point.method, job.point.setting, job.repetitions + 1,
+                                    config.repetition_range()[1], (done + fraction * rows) / total,
+                                    *planned_work(jobs, config.repetition_range()[0]))
 
             try:
                 yield from scenario_for(config).measure(jobs, progress)

@@ -149,9 +149,9 @@ def configs(args, model_ids: list[str], overrides: dict, label: str, results: Pa
 
 
 def fresh_compiler(inductor_settings: bytes) -> None:
-    """Every runner run compiles its own graphs under its own options: the fast engine's compiled wrappers live for
-    the process and its inductor settings (fast_tuning) are global, so without this a later run would replay the
-    graphs, and keep the settings, of the runs before it."""
+    """Every runner run compiles its own graphs: the fast engine's compiled wrappers live for the process, so without
+    this a later run would replay the graphs of the runs before it (and inductor's settings go back to the start's,
+    whatever a run changed)."""
     import torch
     import torch._inductor.config
 

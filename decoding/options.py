@@ -110,7 +110,7 @@ class Kind:
         cast = {"int": int, "float": float}.get(self.element, str)
         try:
             if self.listed:
-                items = [cast(x.strip()) for x in text.split(",") if x.strip()]
+                items = [cast(x.strip()) for x in split_list(text) if x.strip()]
                 one = self.single and len(items) == 1 and "," not in text
                 return items[0] if one and self.element != "str" else items
             if self.optional:
@@ -122,6 +122,27 @@ class Kind:
                         f"a comma-separated list of {many}") if self.listed else one
             raise ConfigError(f"flag {flag} got {text!r}: expected {expected} (see config key '{key}' in --help)") \
                 from None
+
+
+def split_list(text: str) -> list[str]:
+    """A flag's comma-separated list, split only on commas outside quotes and brackets, so a server command can
+    carry a JSON argument (`--speculative-config '{"method": "ngram", "num_speculative_tokens": 4}'`)."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth = max(depth - 1, 0)
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    if quote or depth:  # an apostrophe in plain text, not a quoted argument: every comma splits
+        return text.split(",")
+    return items + [text[start:]]
 
 
 def option(default, help: str, kind: str, choices=None, lo=None, hi=None, flag: str | None = None,

@@ -20,4 +20,4 @@ METHOD = Method(
     typical, sweep=one_point("typical_p={typical_p},T={temperature}", do_sample=True),
     batch_one="use 'batched' with batched_do_sample for batches", engines=("hf", "hf_compiled"),
     options={"typical_p": option(0.9, "probability mass typical sampling keeps (1.0 keeps every token)", "float",
-                                 lo=1e-9, hi=1.0)})
+                                 lo=1e-9, hi=1.0, label="Typical-p mass (typical)")})

@@ -23,15 +23,17 @@ FAST = {
                         "(one QKV and one gate/up matmul); false: the model's own modules", "bool",
                         label="Fused forward (fast)"),
     "fast_tuning": option(True, "fast engine, compiled: gpt-fast's inductor settings (coordinate-descent tuning of "
-                          "kernel launch configs, FX graph cache); false: inductor's defaults", "bool",
+                          "kernel launch configs), passed to the fast engine's own torch.compile calls only; false: "
+                          "inductor's defaults", "bool",
                         label="Inductor tuning (fast)"),
-    "fast_nosync": option(True, "fast engine: speculative and prompt-lookup rounds without a host sync (one "
-                          "graph per round); false: one host sync per round", "bool",
+    "fast_nosync": option(True, "fast engine: speculative and prompt-lookup rounds without a host sync (a "
+                          "draft step's graph and a verify's, replayed in order); false: one host sync per round", "bool",
                         label="Rounds without host sync (fast)"),
 }
 CONTINUOUS = {
     "cb_num_blocks": option(256, "continuous engine: KV cache blocks (the cache holds cb_num_blocks x cb_block_size tokens)", "int", lo=1, hi=10000000, label="KV cache blocks (continuous)"),
     "cb_block_size": option(32, "continuous engine: tokens per KV cache block", "int", lo=4, hi=4096, label="KV block size (continuous)"),
+    "cb_prefix_sharing": option(False, "continuous engine: share the KV blocks of a prompt prefix already cached (transformers' block sharing), as a server's prefix cache does; off, every request prefills its whole prompt", "bool", label="Prefix sharing (continuous)"),
 }
 SERVER = {
     "endpoint": option(None, "server engine: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 ({port}: the port server_command got)", "optstr", label="Server endpoint"),

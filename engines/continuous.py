@@ -8,11 +8,12 @@ before being scheduled is its queue time.
 
 The KV cache is sized explicitly (`cb_num_blocks` x `cb_block_size` tokens): left to itself transformers sizes
 it from free memory, and on the CPU that is 60% of RAM, allocated before the first token.
-Prefix sharing is off, since the workload repeats its prompts and a cached prefix would give continuous
-batching an advantage the static-batching baseline cannot have.
+Prefix sharing is an option (`cb_prefix_sharing`, off by default): a workload of repeated prompts would give
+continuous batching an advantage the static-batching baseline cannot have, while multi-turn sessions and shared
+prefixes are where a user wants to see it at work.
 
 transformers 5.0 took the cache settings on the GenerationConfig; later 5.x versions take a
-ContinuousBatchingConfig, whose `block_size` became `page_size` in 5.17: both are handled below.
+ContinuousBatchingConfig, whose `block_size` became `page_size` after 5.17: block_size_key reads which it has.
 """
 from __future__ import annotations
 
@@ -24,29 +25,34 @@ import time
 
 from decoding.types import UnsupportedSetting
 from metrics.serving import RequestRecord
+from metrics.thinking import split_reasoning, think_end_id
 
 
-def transformers_version() -> tuple[int, int]:
-    import transformers
-    from packaging.version import Version
-
-    v = Version(transformers.__version__)
-    return v.major, v.minor
+def block_size_key(fields: set[str]) -> str:
+    """The name this transformers' ContinuousBatchingConfig gives the tokens per cache block: `block_size` (still in
+    5.17), later `page_size`. Read from its fields, never guessed from the version: a key it lacks would be dropped
+    and the configured cache size silently ignored."""
+    for key in ("page_size", "block_size"):
+        if key in fields:
+            return key
+    raise UnsupportedSetting("continuous engine: this transformers' ContinuousBatchingConfig has neither page_size "
+                             "nor block_size, so cb_block_size cannot be set; use transformers 5.24")
 
 
 def manager_for(model, generation, *, num_blocks: int, block_size: int, max_batch_tokens: int,
-                max_requests: int, seed: int):
+                max_requests: int, seed: int, prefix_sharing: bool = False):
     """A ContinuousBatchingManager with an explicit cache, in the words of the installed transformers."""
     settings = dict(num_blocks=num_blocks, max_batch_tokens=max_batch_tokens, max_requests_per_batch=max_requests,
-                    allow_block_sharing=False, seed=seed)
-    settings["page_size" if transformers_version() >= (5, 17) else "block_size"] = block_size
+                    allow_block_sharing=prefix_sharing, seed=seed)
     try:
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
     except ImportError:  # 5.0: the cache settings ride on the generation config
+        settings["block_size"] = block_size
         for key in ("num_blocks", "block_size", "max_batch_tokens"):
             setattr(generation, key, settings.get(key))
         return model.init_continuous_batching(generation_config=generation)
     known = {f.name for f in dataclasses.fields(ContinuousBatchingConfig)}
+    settings[block_size_key(known)] = block_size
     config = ContinuousBatchingConfig(**{k: v for k, v in settings.items() if k in known})
     return model.init_continuous_batching(generation_config=generation, continuous_batching_config=config)
 
@@ -54,9 +60,10 @@ def manager_for(model, generation, *, num_blocks: int, block_size: int, max_batc
 class ContinuousEngine:
     name = "continuous"
 
-    def __init__(self, models, cb_num_blocks: int = 256, cb_block_size: int = 32):
+    def __init__(self, models, cb_num_blocks: int = 256, cb_block_size: int = 32, cb_prefix_sharing: bool = False):
         self.models = models
         self.num_blocks, self.block_size = cb_num_blocks, cb_block_size  # its config keys (engines/__init__.py)
+        self.prefix_sharing = cb_prefix_sharing
 
     def generate(self, request, probe):
         raise UnsupportedSetting("engine 'continuous' runs under the load scenario: set concurrency or request_rate")
@@ -88,11 +95,13 @@ class ContinuousSession:
                                       pad_token_id=m.pad_token_id,
                                       **(dict(temperature=t.temperature, top_p=t.top_p, top_k=t.top_k) if t.do_sample
                                          else {}))
-        longest = max(len(item.ids) for item in self.job.items)
+        offered = getattr(self.job, "offered", None)  # sessions: a later turn's history is longer than any first turn
+        longest = max([len(item.ids) for item in self.job.items] + [offered.longest if offered else 0])
         self.manager = manager_for(m.target, generation, num_blocks=self.engine.num_blocks,
                                    block_size=self.engine.block_size,
                                    max_batch_tokens=max(512, longest + config.max_batch_size),
-                                   max_requests=config.max_batch_size, seed=t.seed)
+                                   max_requests=config.max_batch_size, seed=t.seed,
+                                   prefix_sharing=self.engine.prefix_sharing)
         if hasattr(self.manager, "warmup"):
             await asyncio.to_thread(self.manager.warmup)
         self.manager.start()
@@ -134,6 +143,8 @@ class ContinuousSession:
         rec.output_tokens = len(tokens)
         rec.text = self.models.tokenizer.decode(tokens, skip_special_tokens=True)
         rec.status = "ok"
+        if self.config.thinking:  # the first answer token after </think>, timed apart
+            split_reasoning(rec, tokens, think_end_id(self.models.tokenizer))
 
     async def close(self, records) -> None:
         if self.manager is not None:

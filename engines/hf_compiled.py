@@ -1,8 +1,12 @@
 """The `hf_compiled` engine: transformers' own fast path, what a user tries before writing a decoding loop.
 
-`generate` with `cache_implementation="static"`: on CUDA, transformers then compiles the model's forward by itself
-(`torch.compile` with its default `CompileConfig`: inductor, mode="reduce-overhead", i.e. CUDA graphs) and runs the
-decode steps through it; the prefill stays eager. Everything else is the `hf` engine's call, so acceptance counting,
+`generate` on a static KV cache: on CUDA, transformers then compiles the model's forward by itself (`torch.compile`
+with its default `CompileConfig`: inductor, mode="reduce-overhead", i.e. CUDA graphs, none of the fast engine's
+tuning) and runs the decode steps through it; the prefill stays eager. The engine hands `generate` one persistent
+`StaticCache` per shape (rows x length), reset in place before each call: transformers would build a new one per
+call, and new buffer addresses make the CUDA graphs re-record inside measured calls (past a limit, silently fall
+back to eager). Assisted generation and prompt lookup need transformers 5.24 (older 5.x refuse them on a static
+cache): below it those rows are refused with the reason. Everything else is the `hf` engine's call, so acceptance counting,
 the EOS rules and the logits options are the same code, and the two engines differ only in the cache and the
 compile. What transformers runs, as of 5.x:
 
@@ -24,12 +28,30 @@ import torch
 from transformers import CompileConfig, StaticCache
 
 from decoding.types import Generation, NullProbe, Probe, Request, UnsupportedSetting
+from engines.fast.model import cache_kwarg
 from engines.hf import HFEngine, decode_steps
 from metrics.prediction import STEPS, seconds_per_step
 
+STATIC_DRAFTING = (5, 24)  # older 5.x: assisted generate refuses static caches, and StaticLayer has no crop
 CACHE_ROUND = 128  # cache lengths are rounded up so that similar requests share one compiled graph
 WARMUP_TOKENS = 4  # compile + eager warm-up, CUDA graph recording, first replay: three decode forwards after the prefill
 RECOMPILE_LIMIT = 64  # graphs per code object: every model, row count and cache length is one
+
+
+def transformers_version() -> tuple[int, int]:
+    import transformers
+    from packaging.version import Version
+
+    v = Version(transformers.__version__)
+    return v.major, v.minor
+
+
+def refuse_old_drafting(version: tuple[int, int], what: str) -> None:
+    if version < STATIC_DRAFTING:
+        raise UnsupportedSetting(
+            f"hf_compiled: {what} needs transformers >= {'.'.join(map(str, STATIC_DRAFTING))} (this is "
+            f"{'.'.join(map(str, version))}, whose generate refuses assisted generation on a static cache and whose "
+            "static cache cannot crop): upgrade transformers, or run this method on engine 'hf' or 'fast'")
 
 
 def round_up(n: int) -> int:
@@ -68,6 +90,8 @@ class HFCompiledEngine(HFEngine):
             self.notes.append("hf_compiled: static KV cache without torch.compile (compiled on CUDA only)")
         elif not self.compile:
             self.notes.append("hf_compiled: compile false, static KV cache without torch.compile")
+        else:
+            self.notes.append("hf_compiled: transformers' own torch.compile, CompileConfig defaults (no tuning)")
         if self.compile:
             # The compiled forward is Module.__call__, one code object for every model, batch and cache length; the
             # default limit (8) would send later rows back to eager without an error.
@@ -75,6 +99,9 @@ class HFCompiledEngine(HFEngine):
                 if hasattr(torch._dynamo.config, name):
                     setattr(torch._dynamo.config, name, max(RECOMPILE_LIMIT, getattr(torch._dynamo.config, name)))
         self._cache_len: dict[tuple, int] = {}  # (rows, graph kind) -> static cache length, grown only
+        # (rows, length) -> the one StaticCache calls of that shape reuse, reset in place: generate would make a new
+        # one per call, and new buffer addresses re-record the CUDA graphs inside measured calls.
+        self._static_caches: dict[tuple, StaticCache] = {}
         self._warm: set[tuple] = set()
         self._no_graphs: set[tuple] = set()  # keys whose warm-up saw inductor skip CUDA graphs
 
@@ -85,6 +112,9 @@ class HFCompiledEngine(HFEngine):
             # generate would ignore cache_implementation with a warning and run its own cache, uncompiled.
             raise UnsupportedSetting(f"{type(target).__name__} keeps its own cache in transformers, so generate cannot "
                                      "run it on a static cache: use engine 'hf'")
+        drafting = request.use_draft or request.prompt_lookup_num_tokens > 0
+        if drafting:
+            refuse_old_drafting(transformers_version(), "assisted generation and prompt lookup")
         notes = list(self.notes)
         beams = request.num_beams > 1
         if beams and self.compile:
@@ -97,16 +127,18 @@ class HFCompiledEngine(HFEngine):
             self._warm.add(key)
         before = compile_counts()
         generation = self._static_generate(request, probe, length, compiles)
-        if compiles:
-            graphs, skips = (now - then for now, then in zip(compile_counts(), before))
-            if graphs:
-                notes.append("hf_compiled: torch.compile compiled inside a call after its warm-up (a shape the "
-                             "warm-up did not see); that call's time includes compilation")
-            if skips or key in self._no_graphs:
-                notes.append("hf_compiled: some compiled steps ran without CUDA graphs (TORCH_LOGS=perf_hints says "
-                             "why)")
+        # A compile or re-record inside this call is noted, and the row marked unstable, by the scenario
+        # (metrics/compiles.py); a skip of CUDA graphs is this engine's to say.
+        if compiles and (compile_counts()[1] > before[1] or key in self._no_graphs):
+            notes.append("hf_compiled: some compiled steps ran without CUDA graphs (TORCH_LOGS=perf_hints says why)")
         generation.notes.extend(n for n in notes if n not in generation.notes)
+        generation.reads = {"target_slots": length}  # a static cache is attended over its whole length
         return generation
+
+    def held_bytes(self) -> int:
+        """Bytes of the static caches this engine keeps between calls (metrics/memory.py)."""
+        return sum(t.numel() * t.element_size() for cache in self._static_caches.values() for layer in cache.layers
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
 
     def _cache_length(self, request: Request) -> tuple[int, tuple]:
         """The static cache length for this request, and the key of the graphs it runs.
@@ -151,11 +183,19 @@ class HFCompiledEngine(HFEngine):
             if inside:
                 # The target as its own draft: the assistant's generate keeps the dynamic cache transformers gives it.
                 return method(target, *args, **kwargs)
-            options = dict(cache_implementation="static", disable_compile=not compiles,
+            options = dict(disable_compile=not compiles,
                            compile_config=CompileConfig())  # transformers' defaults: what a user gets
-            if not request.use_draft:
-                # The assistant's generate copies this config onto a dynamic cache and warns that it ignores this.
-                options["max_cache_len"] = length
+            if request.num_beams == 1:
+                # One persistent cache per shape, reset in place (its buffers keep their addresses); beam search,
+                # never compiled, reorders its cache and gets a fresh one from generate.
+                rows = request.input_ids.shape[0] * max(request.num_beams, request.num_return_sequences)
+                cache = self._static_cache(rows, length)
+                kwargs[cache_kwarg(target)] = cache
+            else:
+                options["cache_implementation"] = "static"
+                if not request.use_draft:
+                    # The assistant's generate copies this config onto a dynamic cache and warns that it ignores this.
+                    options["max_cache_len"] = length
             config = kwargs.get("generation_config")
             if config is None:
                 kwargs.update(options)
@@ -178,6 +218,14 @@ class HFCompiledEngine(HFEngine):
         finally:
             del target.generate
 
+    def _static_cache(self, rows, length: int) -> StaticCache:
+        cache = self._static_caches.get((rows, length))
+        if cache is None:
+            cache = self._static_caches[(rows, length)] = StaticCache(
+                config=self.models.target.config.get_text_config(decoder=True), max_cache_len=length)
+        cache.reset()  # in place: generate must see an empty cache, and the graphs the same buffers
+        return cache
+
     def step_time_ratio(self, inputs, *, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                         top_k: int = 0) -> float:
         """c of the speculative cost model (metrics/prediction.py), with each model's step as this engine runs it: the
@@ -187,6 +235,7 @@ class HFCompiledEngine(HFEngine):
         m = self.models
         if m.draft is None:
             raise UnsupportedSetting("step_time_ratio needs a draft model; prompt lookup drafts cost nothing (c = 0)")
+        refuse_old_drafting(transformers_version(), "step_time_ratio (it crops a static cache)")
         ids = inputs.input_ids[:1][:, inputs.attention_mask[0].bool()]  # (1, L) the real prompt tokens
         with torch.inference_mode():
             draft = seconds_per_step(*decode_steps(m.draft, ids), m.device)

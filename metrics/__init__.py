@@ -10,6 +10,7 @@ through this list.
 """
 from metrics.bandwidth import Bandwidth
 from metrics.capacity import CapacityFigures
+from metrics.compiles import CompileCounters
 from metrics.cost import Cost
 from metrics.drafts import DraftCounts
 from metrics.energy import EnergyMeter
@@ -17,15 +18,18 @@ from metrics.load_speedup import LoadSpeedup
 from metrics.memory import PeakMemory
 from metrics.quality import Quality
 from metrics.rss import PeakRSS
+from metrics.server_metrics import ServerFigures
 from metrics.serving import LoadFigures
+from metrics.stream_figures import StreamFigures
 from metrics.timing import CallTimer
+from metrics.turns import WorkloadFigures
 from metrics.tokens import TokenCounts
 
-METRICS = (TokenCounts, CallTimer, PeakMemory, PeakRSS, EnergyMeter, DraftCounts, Bandwidth, Quality, LoadFigures,
-           CapacityFigures, LoadSpeedup, Cost)  # CSV column order; Cost reads the rates and energy filled before it
+METRICS = (TokenCounts, CallTimer, PeakMemory, PeakRSS, EnergyMeter, CompileCounters, DraftCounts, Bandwidth, Quality, LoadFigures,
+           WorkloadFigures, StreamFigures, ServerFigures, CapacityFigures, LoadSpeedup, Cost)  # CSV column order; Cost reads the rates and energy filled before it
 # Entered last to first around a call: CallTimer sits closest to it, so no other tracker's work is timed,
-# and the energy counter is read after the timer's synchronize.
-TRACKERS = (CallTimer, PeakMemory, PeakRSS, EnergyMeter)
+# and the energy counter is read after the timer's synchronize; the compile counters, outermost, see every compile.
+TRACKERS = (CallTimer, PeakMemory, PeakRSS, EnergyMeter, CompileCounters)
 COLUMNS = [c for m in METRICS for c in m.columns]
 
 

@@ -33,8 +33,10 @@ ENVIRONMENT = [
 COLUMNS = IDENTITY + SETTINGS + metrics.COLUMNS + DERIVED + ENVIRONMENT
 # Columns of free text: read back as written, so a run named "nan" or "NA" stays a name, never a missing value.
 TEXT_COLUMNS = ["run_id", "timestamp", "error", "setting", "run_name", "run_tags", "run_notes", "engine_options",
-                "model", "draft_model", "server_command", "endpoint", "token_times_ms", "notes", "device_name",
-                "gpu_driver", "cpu_model", "hostname"]
+                "model", "draft_model", "server_command", "server_command_run", "server_kind",
+                "server_spec_method", "endpoint", "token_times_ms", "workload", "ttft_ms_by_turn",
+                "tpot_ms_by_turn", "notes", "device_name",
+                "gpu_driver", "cpu_model", "hostname", "regime"]
 # The base columns' descriptions, as each metric's `help` holds its own (docs/columns.md, scripts/reference.py).
 HELP = {
     **dict.fromkeys(("run_id", "timestamp"), "the invocation (UTC time the row was started)"),

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from metrics.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_ci, median, percentile
+from metrics.spread import spread
+from metrics.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, median, percentile
+from metrics.stream_figures import stream_figures
 
 NAN = float("nan")
 LAG_LIMIT_MS = 10.0  # sender lag p99 above this: the row measured the client, not the engine
@@ -42,6 +44,16 @@ class RequestRecord:
     queue: float = NAN  # seconds waiting before the engine started on it, where the engine says
     text: str = ""
     repetition: int = 0  # the runner's stop logic keeps records of whole repetitions only
+    session: int = -1  # a multi-turn session's index (scenarios/sessions.py), -1: a single request
+    turn: int = 0  # its turn within the session, 0 first
+    # Streamed requests: each event as [arrival time, tokens in it], so any tool's ITL can be recomputed
+    # (metrics/stream_figures.py); the first answer token's time and the reasoning tokens where the server streams
+    # reasoning apart; what the server said of this request itself (vLLM --enable-per-request-metrics: queue_time_ms,
+    # time_to_first_token_ms, generation_time_ms, mean_itl_ms).
+    events: list = field(default_factory=list)
+    first_answer: float = NAN
+    reasoning_tokens: int = 0
+    server: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -61,7 +73,7 @@ class RequestRecord:
 
 
 FIELDS = set(RequestRecord.__dataclass_fields__)
-FLOAT_FIELDS = {"scheduled", "sent", "first_token", "end", "queue"}
+FLOAT_FIELDS = {"scheduled", "sent", "first_token", "end", "queue", "first_answer"}
 
 
 def spread_tokens(events: list[tuple[float, int]]) -> list[float]:
@@ -151,14 +163,6 @@ def rate_intervals(records: list[RequestRecord], span: float, slo_ttft_ms: float
     return out
 
 
-def spread(name: str, values: list[float], groups: list[list[float]] | None = None) -> dict:
-    """Median with its 95% bootstrap interval, p90 and p99 (NaN below 10 and 100 values), in ms."""
-    ms = [v * 1000 for v in values]
-    low, high = bootstrap_ci([[v * 1000 for v in g] for g in groups] if groups else [[v] for v in ms])
-    return {f"{name}_median": median(ms), f"{name}_ci_low": low, f"{name}_ci_high": high,
-            f"{name}_p90": percentile(ms, 90), f"{name}_p99": percentile(ms, 99)}
-
-
 class LoadFigures:
     """The columns of load rows (scenarios/load.py). Rows of fixed calls leave them empty; load rows also fill
     the shared ttft_ms_* / tpot_ms_* columns, per request instead of per call."""
@@ -194,7 +198,8 @@ class LoadFigures:
         **dict.fromkeys(("e2e_ms_median", "e2e_ms_ci_low", "e2e_ms_ci_high", "e2e_ms_p90", "e2e_ms_p99"),
                         "load rows: send to last token, per request"),
         "queue_ms_median": "load rows: time a request waited before the engine started on it, where the engine says "
-                           "(static and continuous batching; empty for servers)",
+                           "(static and continuous batching; a server that sends per-request figures, e.g. vLLM with "
+                           "--enable-per-request-metrics)",
         **dict.fromkeys(("slo_ttft_ms", "slo_tpot_ms", "goodput"),
                         "load rows: the latency targets (0 = none) and the requests/s that finished within both; the SLO "
                         "explorer recomputes it from `requests.jsonl` for other targets"),
@@ -215,7 +220,9 @@ class LoadFigures:
         return {c: row.get(c, NAN) for c in LoadFigures.columns}
 
     @staticmethod
-    def figures(records: list[RequestRecord], slo_ttft_ms: float = 0.0, slo_tpot_ms: float = 0.0) -> dict:
+    def figures(records: list[RequestRecord], slo_ttft_ms: float = 0.0, slo_tpot_ms: float = 0.0,
+                open_loop: bool | None = None) -> dict:
+        """open_loop None leaves offered_request_rate to whoever set it (it needs the load point)."""
         ok = [r for r in records if r.status == "ok"]
         span = duration_s(records)
         out = {"requests": len(records), "failed_requests": len(records) - len(ok), "duration_s": span,
@@ -235,4 +242,8 @@ class LoadFigures:
         lag = percentile(lags, 99) if len(lags) >= 100 else (max(lags) if lags else NAN)
         out["send_lag_ms_p99"] = lag
         out["sender_lagged"] = bool(lag > LAG_LIMIT_MS) if lag == lag else ""
+        streamed = stream_figures(records, bool(open_loop))
+        if open_loop is None:
+            streamed.pop("offered_request_rate")
+        out.update(streamed)
         return out

@@ -13,7 +13,8 @@ def tokenize_prompts(tok, config) -> list[list[int]]:
     if templated:
         marker = "\u2063PROMPT\u2063"  # split the template around the user text, so it is never cut
         text = tok.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
-                                       add_generation_prompt=True, enable_thinking=False)
+                                       add_generation_prompt=True,
+                                       enable_thinking=getattr(config, "thinking", False))
         before, after = text.split(marker)
         prefix = tok(before, add_special_tokens=False).input_ids
         suffix = tok(after, add_special_tokens=False).input_ids

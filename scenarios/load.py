@@ -36,7 +36,10 @@ from metrics.load_speedup import speedups
 from metrics.serving import LoadFigures
 from metrics.stats import median
 from scenarios.context import Finished, ScenarioContext, Stopped, check_stop
-from scenarios.sender import LoadRequest, closed_loop, open_loop, workload
+from metrics.turns import WorkloadFigures
+from scenarios.offered import Offered, offered
+from scenarios.sender import LoadRequest, closed_loop, open_loop
+from scenarios.sessions import Conversations
 from scenarios.static_batching import StaticSession, batch_one
 from scenarios.workload import Load, engine_kinds, load_points
 
@@ -78,6 +81,7 @@ class Job:
     texts: dict = field(default_factory=dict)  # prompt index -> the first finished text (greedy comparison, Samples)
     items: list = field(default_factory=list)  # the distinct requests the load cycles through
     template: Request | None = None  # what the method asks of an engine for one prompt
+    offered: Offered | None = None  # what the load point offers (scenarios/offered.py)
 
     def fail(self, error) -> None:
         self.row.update(status="oom" if is_out_of_memory(error) else "error", error=one_line(error))
@@ -140,7 +144,14 @@ async def run_job(job: Job, items: list[LoadRequest], template: Request) -> None
         job.row["warmup_s"] = time.perf_counter() - started
         if hasattr(session, "begin"):
             await session.begin()
-        if load.concurrency:
+        if job.offered is not None and job.offered.sessions:
+            play = Conversations(session, job.offered.sessions, ctx.models.tokenizer, config, job.offered.context,
+                                 ctx.stop_event)
+            records, t0 = await (play.closed_loop(load.concurrency) if load.concurrency else play.open_loop(load.rate))
+            if play.too_long:
+                job.notes.append(f"{play.too_long} session turns beyond the model's context of "
+                                 f"{job.offered.context} tokens not sent (their sessions ended there)")
+        elif load.concurrency:
             records, t0 = await closed_loop(session, items, load.concurrency, config, ctx.stop_event)
         else:
             records, t0 = await open_loop(session, items, load, config, ctx.stop_event)
@@ -161,10 +172,12 @@ def prepare(job: Job, cache: dict) -> tuple[list[LoadRequest], Request]:
     kind = engine_kinds([ctx.engine_name]) or {"call"}
     if method.engines is not None and ctx.engine_name not in method.engines and "call" in kind:
         raise UnsupportedSetting(f"{point.method} runs on the {' or '.join(method.engines)} engine only")
-    key = id(ctx)
+    key = (id(ctx), point.load.input_tokens)
     if key not in cache:
-        cache[key] = workload(ctx)
-    items = job.items = cache[key]
+        cache[key] = offered(ctx, point.load)
+    job.offered = cache[key]
+    job.notes.extend(job.offered.notes)
+    items = job.items = job.offered.items
     template = job.template = request_template(job, items[0])
     serving = hasattr(ctx.engine, "session")
     job.row["batch_size"] = "" if "remote" in kind else (
@@ -290,7 +303,8 @@ def finish(job: Job) -> Finished:
         if row["status"] == "ok":
             row.update(status="error", error="no request was sent")
         return Finished([])
-    row.update(LoadFigures.figures(records, config.slo_ttft_ms, config.slo_tpot_ms))
+    row.update(LoadFigures.figures(records, config.slo_ttft_ms, config.slo_tpot_ms, open_loop=bool(load.rate)))
+    row.update(WorkloadFigures.figures(records, config.workload, load.input_tokens, config.think_time_s))
     ok = [r for r in records if r.status == "ok"]
     row.update(calls=len(records), sequences=len(records),
                prompt_tokens=sum(r.prompt_tokens for r in records) / len(records),
@@ -308,7 +322,8 @@ def finish(job: Job) -> Finished:
     row["notes"] = "; ".join(sorted(notes))
     if not job.texts:
         job.texts = first_texts(job)
-    raw = {i.prompt_index: i.raw for i in job.items}  # the prompt as written (a dataset's line, or a config prompt)
+    # The prompt as written (a dataset's line, a config prompt; a session: its first user message).
+    raw = {i.prompt_index: i.raw if isinstance(i.raw, str) else i.raw[-1]["content"] for i in job.items}
     texts = [{**{k: row[k] for k in ("run_id", "method", "setting", "engine", "quantization", "attention")},
               "prompt_index": p, "completion_index": 0, "sequence_index": 0, "text": text, "prompt": raw.get(p, ""),
               "new_tokens": next(r.output_tokens for r in records if r.status == "ok" and r.prompt_index == p)}

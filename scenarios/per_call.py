@@ -19,6 +19,7 @@ import metrics
 from decoding import METHODS
 from decoding.method import Point
 from decoding.types import Inputs
+from metrics.compiles import CompileCounters, delta, describe, dirty, snapshot
 from metrics.memory import is_out_of_memory
 from metrics.prediction import prediction_columns
 from metrics.rows import Call, figures, one_line, output_records
@@ -101,8 +102,8 @@ def call(job: Job, unit: Inputs, probe) -> object:
     return METHODS[job.point.method](unit, settings, job.ctx.engine, probe, **job.point.call)
 
 
-def prepare(job: Job) -> None:
-    """The row's workload, and its warm-up calls (excluded from the figures; their time is warmup_s)."""
+def plan(job: Job) -> None:
+    """The row's workload, built before any row warms up (so engines can size their caches for every row)."""
     ctx, point, config = job.ctx, job.point, job.ctx.config
     method = METHODS[point.method]
     if method.engines is not None and ctx.engine_name not in method.engines:
@@ -116,8 +117,31 @@ def prepare(job: Job) -> None:
     if added:
         job.row["notes"] = (f"workload grown from {len(items) - added} to {len(items)} sequences so every call "
                             f"runs batch size {point.batch_size}")
+
+
+def reserve(jobs: list[Job]) -> None:
+    """Tell each engine that keeps static caches (`reserve(batch, slots)`) the most slots any row will need at each
+    batch size, before anything compiles: a drafting row with a large k must not grow a cache that another row's
+    graphs were captured on, which would make that row compile again inside a measured call."""
+    for job in jobs:
+        engine = job.ctx.engine
+        if not job.active or not hasattr(engine, "reserve"):
+            continue
+        settings = dataclasses.replace(job.ctx.config.settings(), **job.point.overrides)
+        drafts = METHODS[job.point.method].drafts
+        k = max(settings.num_draft_tokens, settings.prompt_lookup_num_tokens) if drafts else 0
+        for unit in job.units:
+            engine.reserve(unit.batch_size, unit.input_ids.shape[1] + settings.max_new_tokens + k + 1)
+
+
+def prepare(job: Job) -> None:
+    """The row's warm-up calls (excluded from the figures; their time is warmup_s)."""
+    ctx, config = job.ctx, job.ctx.config
+    if not job.active:
+        return
     started = time.perf_counter()
     compiled_before = getattr(ctx.engine, "compile_seconds", float("nan"))
+    counted = snapshot()
     for _ in range(config.warmup):
         for unit in warm_up_units(job.units):
             with CallTimer(ctx.models.device, ctx.stop_event) as probe:
@@ -126,6 +150,10 @@ def prepare(job: Job) -> None:
     job.row["warmup_s"] = time.perf_counter() - started
     # The engine's compile time is cumulative; this row's share is what its warm-up added.
     job.row["compile_s"] = getattr(ctx.engine, "compile_seconds", float("nan")) - compiled_before
+    if hasattr(ctx.engine, "compile_seconds"):  # what the warm-up compiled; metrics/compiles.py adds the calls'
+        counts = delta(counted, snapshot())
+        job.row.update(compiled_graphs=counts["graphs"], graph_breaks=counts["graph_breaks"],
+                       cudagraph_skips=counts["cudagraph_skips"])
 
 
 def measure_repetition(job: Job) -> None:
@@ -140,7 +168,19 @@ def measure_repetition(job: Job) -> None:
             generation = call(job, unit, probe)
         check_stop(ctx.stop_event)
         job.calls.append(Call(unit, generation, trackers, job.repetitions))
+        note_compiles(job, next(t for t in trackers if isinstance(t, CompileCounters)), unit)
     job.repetitions += 1
+
+
+def note_compiles(job: Job, counters: CompileCounters, unit: Inputs) -> None:
+    """A measured call that compiled, recompiled, broke a graph or recorded a CUDA graph timed work that is not
+    decoding: the row says which call and what (metrics/compiles.py marks it unstable)."""
+    if not hasattr(job.ctx.engine, "compile_seconds") or not dirty(counters.counts):
+        return
+    note = (f"unstable: a measured call (repetition {job.repetitions + 1}, batch {unit.batch_size} x "
+            f"{unit.input_ids.shape[1]} prompt tokens) had {describe(counters.counts)}; its time includes work that "
+            "is not decoding")
+    job.row["notes"] = "; ".join(filter(None, [job.row["notes"], note]))
 
 
 def narrow_enough(job: Job, target: float) -> bool:
@@ -187,6 +227,12 @@ def measure(jobs: list[Job], progress):
     progress(message, job, fraction)); Stopped propagates with every job as far as it got."""
     config = jobs[0].ctx.config
     fewest, most = config.repetition_range()
+    for job in jobs:
+        try:
+            plan(job)
+        except Exception as e:
+            job.fail(e)
+    reserve(jobs)
     for i, job in enumerate(jobs):
         yield progress(f"warming up {job.point.method} [{job.point.setting}] on {job.ctx.engine_name}", job,
                        0.0)

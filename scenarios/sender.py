@@ -1,4 +1,4 @@
-"""The load's sender: the distinct requests a load cycles through, and the two loops that send them, open loop at
+"""The load's sender: a request as sent, and the two loops that send a load's distinct requests, open loop at
 arrival times drawn before the load starts and closed loop with N requests in flight. Each record keeps when
 its request was scheduled and when it was really sent, so a row can tell when it measured the client.
 """
@@ -8,14 +8,11 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 from metrics.rows import one_line
 from metrics.serving import RequestRecord
-from models.prompts import tokenize_prompts
 from scenarios.arrivals import schedule
-from scenarios.context import ScenarioContext
-from scenarios.workload import Load, read_dataset
+from scenarios.workload import Load
 
 MAX_OPEN_ENDED = 1_000_000
 SPIN_S = 0.002  # closed loop with a duration and no count: requests are drawn until the time is up
@@ -26,34 +23,9 @@ class LoadRequest:
     prompt_index: int
     ids: list[int]  # the prompt as the in-process engines see it
     text: str  # the same prompt as text, for a server's completions API
-    raw: str  # the prompt as written, for a server's chat API (the server applies its own template)
+    raw: str | list  # the prompt as written, for a server's chat API (the server applies its own template);
+    # a session's turn: its messages so far
     output_tokens: int
-
-
-# --- the workload --------------------------------------------------------------------------------------
-
-
-def workload(ctx: ScenarioContext) -> list[LoadRequest]:
-    """The distinct requests a load cycles through: the dataset's lines, or every prompt x completion."""
-    config, tok = ctx.config, ctx.models.tokenizer
-    if config.dataset:
-        items = read_dataset(config.dataset)
-        texts = [i["prompt"] for i in items]
-        outputs = [i["output_tokens"] or config.max_new_tokens for i in items]
-        ids = tokenize_prompts(tok, SimpleNamespace(prompts=texts, chat_template=config.chat_template,
-                                                    prompt_length=config.prompt_length))
-        indices = list(range(len(items)))
-    else:
-        texts, ids = list(config.prompts), list(ctx.prompts)
-        indices = [p for p, n in enumerate(config.completions()) for _ in range(n)]
-        outputs = [config.max_new_tokens] * len(indices)
-    out = []
-    for k, p in enumerate(indices):
-        plain = tok(texts[p]).input_ids == list(ids[p])
-        # The in-process prompt as text: a template or a cut is sent as the tokens it produced.
-        text = texts[p] if plain else tok.decode(ids[p], skip_special_tokens=False)
-        out.append(LoadRequest(p, list(ids[p]), text, texts[p], outputs[k]))
-    return out
 
 
 def request_count(config, items: int) -> int:

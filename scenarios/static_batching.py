@@ -10,6 +10,7 @@ import time
 
 from decoding.types import Request
 from metrics.rows import one_line
+from metrics.thinking import split_reasoning, think_end_id
 from metrics.serving import RequestRecord
 from scenarios.sender import LoadRequest
 
@@ -128,6 +129,8 @@ class StaticSession:
             rec.output_tokens = n
             rec.text = tok.decode(tokens, skip_special_tokens=True)
             rec.status = "ok"
+            if self.job.ctx.config.thinking:
+                split_reasoning(rec, tokens, think_end_id(tok))
 
     async def close(self, records) -> None:
         if self.worker is not None:

@@ -1,5 +1,5 @@
 """What the load scenario offers, decided from the config alone (no torch, so the config check can use it):
-the load points, the dataset of prompts with their output lengths, and the checks between load keys.
+the load points, the workload's keys (scenarios/datasets.py reads the files), and the checks between load keys.
 
 A load point is closed loop (`concurrency` N: N requests in flight, the next sent when one ends) or open
 loop (`request_rate` R: arrivals at R requests/s, Poisson or gamma-bursty, `inf` all at once).
@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from decoding.options import option
+from scenarios.datasets import read_conversations
 
-DATASET_MAX_OUTPUT = 32768
+WORKLOADS = ("prompts", "sessions", "random", "shared_prefix")
+DEFAULT_INPUT_TOKENS = 128  # random / shared_prefix with no input_tokens set
 
 # The load scenario's own config keys: it runs when concurrency or request_rate is set, or an engine only serves.
 OPTIONS = {
@@ -23,7 +25,17 @@ OPTIONS = {
     "num_requests": option(0, "load: measured requests per load point; 0: one per prompt x completion (or as many as duration_s allows)", "int", lo=0, hi=1000000, label="Requests per point"),
     "duration_s": option(0.0, "load: stop sending after this many seconds; 0: no limit", "float", lo=0.0, hi=86400.0, label="Duration (s)"),
     "warmup_requests": option(2, "load: requests sent before each load point, not measured", "int", lo=0, hi=10000, label="Warm-up requests"),
-    "dataset": option(None, "load: JSONL file of {\"prompt\": ..., \"output_tokens\": ...} lines used instead of prompts (e.g. datasets/chat_mix.jsonl)", "optstr", label="Dataset (JSONL)"),
+    "dataset": option(None, "load: a local file used instead of prompts: plain JSONL ({\"prompt\", \"output_tokens\"} lines, e.g. datasets/chat_mix.jsonl), sessions JSONL ({\"turns\": [{\"user\", \"output_tokens\"}]}, e.g. datasets/sessions.jsonl) or ShareGPT JSON/JSONL ({\"conversations\": [{\"from\", \"value\"}]})", "optstr", label="Dataset file"),
+    "workload": option("prompts", "load: what is sent: prompts (the config's prompts or the dataset's first turns), sessions (multi-turn conversations: turn k's prompt is the whole history), random (synthetic prompts of input_tokens tokens) or shared_prefix (prefix_groups groups of prefix_questions prompts sharing a prefix of prefix_tokens)", "str", choices=list(WORKLOADS), label="Workload"),
+    "session_turns": option(4, "load: sessions generated from the config's prompts (no dataset): turns per session; with a dataset: the most turns kept per session (0: all)", "int", lo=0, hi=1000, label="Turns per session"),
+    "think_time_s": option(0.0, "load: sessions: seconds a user waits after an answer before sending the next turn", "float", lo=0.0, hi=3600.0, label="Think time (s)"),
+    "input_tokens": option([], "load: random and shared_prefix workloads: prompt length in tokens of the run's tokenizer (shared_prefix: each question's suffix); a list sweeps it as a load point", "list[int]", lo=1, hi=1000000, label="Prompt length (tokens)"),
+    "input_distribution": option("fixed", "load: random workload: prompt lengths fixed at input_tokens, or drawn uniform / normal around it (seeded)", "str", choices=["fixed", "uniform", "normal"], label="Prompt length distribution"),
+    "input_spread": option(0.25, "load: random workload: uniform lengths within ±spread × input_tokens; normal: standard deviation spread × input_tokens", "float", lo=0.0, hi=1.0, label="Prompt length spread"),
+    "prefix_tokens": option(256, "load: shared_prefix workload: tokens of each group's shared prefix", "int", lo=1, hi=1000000, label="Shared prefix (tokens)"),
+    "prefix_groups": option(4, "load: shared_prefix workload: groups, each with its own prefix", "int", lo=1, hi=10000, label="Prefix groups"),
+    "prefix_questions": option(8, "load: shared_prefix workload: questions (prompts) per group, each its own suffix", "int", lo=1, hi=10000, label="Questions per group"),
+    "too_long": option("skip", "load: a dataset line or session turn longer than the model's context: skip it (counted in the row's notes) or refuse the run", "str", choices=["skip", "refuse"], label="Too long for the context"),
     "slo_ttft_ms": option(0.0, "load: time-to-first-token target for goodput; 0: none", "float", lo=0.0, hi=1e7, label="SLO: TTFT (ms)"),
     "slo_tpot_ms": option(0.0, "load: time-per-output-token target for goodput; 0: none", "float", lo=0.0, hi=1e7, label="SLO: TPOT (ms)"),
     "max_batch_size": option(8, "load: most requests in one batch (static batching of call engines, continuous batching)", "int", lo=1, hi=4096, label="Max batch size"),
@@ -43,6 +55,7 @@ class Load:
     rate: float = 0.0  # > 0: open loop, requests/s (inf: every request at once)
     server: int = -1  # which server_command serves this point (-1: none is started)
     servers: int = 0  # how many commands the run sweeps (a label names the command only when several)
+    input_tokens: int = 0  # the synthetic prompt length at this point (random / shared_prefix), 0: not synthetic
 
     @property
     def label(self) -> str:
@@ -50,6 +63,8 @@ class Load:
             text = f"concurrency={self.concurrency}"
         else:
             text = f"rate={'inf' if math.isinf(self.rate) else f'{self.rate:g}'}"
+        if self.input_tokens:
+            text += f", input={self.input_tokens}"
         return text + (f", server={self.server + 1}" if self.servers > 1 else "")
 
 
@@ -62,7 +77,7 @@ def engine_kinds(names) -> set[str]:
 def uses_load(config) -> bool:
     """The load scenario runs when load settings are given or an engine only serves (a server, continuous batching)."""
     return bool(config.concurrency or config.request_rate or config.duration_s or config.num_requests
-                or getattr(config, "capacity", False) or engine_kinds(config.engine) - {"call"})
+                or getattr(config, "workload", "prompts") != "prompts" or getattr(config, "capacity", False) or engine_kinds(config.engine) - {"call"})
 
 
 def load_points(config, closed: list[int] | None = None) -> list[Load]:
@@ -74,33 +89,13 @@ def load_points(config, closed: list[int] | None = None) -> list[Load]:
     rates = [] if closed is not None else list(config.request_rate)
     if not concurrency and not rates:
         concurrency = [1]
-    return [Load(concurrency=c, server=s, servers=len(commands)) for s in servers for c in concurrency] + \
-        [Load(rate=r, server=s, servers=len(commands)) for s in servers for r in rates]
-
-
-def read_dataset(path: str) -> list[dict]:
-    """[{"prompt": str, "output_tokens": int | None}] from a JSONL file; ValueError names the key and the line."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"config key 'dataset': file '{path}' not found")
-    items = []
-    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"config key 'dataset': line {number} of '{path}' is not JSON ({e.msg})")
-        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"].strip():
-            raise ValueError(f"config key 'dataset': line {number} of '{path}' needs a non-empty \"prompt\" string")
-        out = item.get("output_tokens")
-        if out is not None and (isinstance(out, bool) or not isinstance(out, int) or not 1 <= out <= DATASET_MAX_OUTPUT):
-            raise ValueError(f"config key 'dataset': line {number} of '{path}': \"output_tokens\" must be an integer "
-                             f"in 1..{DATASET_MAX_OUTPUT}, got {json.dumps(out)}")
-        items.append({"prompt": item["prompt"], "output_tokens": out})
-    if not items:
-        raise ValueError(f"config key 'dataset': '{path}' holds no prompts")
-    return items
+    lengths = list(config.input_tokens) if config.workload in ("random", "shared_prefix") else []
+    if config.workload in ("random", "shared_prefix") and not lengths:
+        lengths = [DEFAULT_INPUT_TOKENS]
+    n = len(commands)
+    return [Load(concurrency=c, server=s, servers=n, input_tokens=i) for s in servers for c in concurrency
+            for i in lengths or [0]] + \
+        [Load(rate=r, server=s, servers=n, input_tokens=i) for s in servers for r in rates for i in lengths or [0]]
 
 
 def check_load(config) -> str | None:
@@ -124,9 +119,15 @@ def check_load(config) -> str | None:
         return "config key 'capacity' searches the rate meeting the SLOs: set slo_ttft_ms or slo_tpot_ms"
     if getattr(config, "capacity_by", "rate") != "rate" and not getattr(config, "capacity", False):
         return "config key 'capacity_by' chooses what the capacity search varies: set capacity too"
+    if config.dataset and config.workload in ("random", "shared_prefix"):
+        return f"config key 'dataset' gives the prompts, which workload '{config.workload}' makes itself: drop one"
+    if config.input_tokens and config.workload not in ("random", "shared_prefix"):
+        return "config key 'input_tokens' sets synthetic prompt lengths: set workload to random or shared_prefix"
+    if config.think_time_s and config.workload != "sessions":
+        return "config key 'think_time_s' is the pause between a session's turns: set workload to sessions"
     if config.dataset:
         try:
-            read_dataset(config.dataset)
+            read_conversations(config.dataset)
         except ValueError as e:
             return str(e)
     return None

@@ -46,12 +46,14 @@ def default_text(value) -> str:
 
 
 def config_table() -> str:
-    """One row per config key, in Config's order: key, flag, default, help (allowed values)."""
+    """One row per config key, in Config's order: key, its label (the dashboard's field), flag, default, help
+    (allowed values)."""
     helps = field_help()
-    lines = ["| key | flag | default | meaning |", "|---|---|---|---|"]
+    lines = ["| key | label | flag | default | meaning |", "|---|---|---|---|---|"]
     for f in fields(Config):
         text, allowed = helps[f.name]
-        lines.append(f"| `{f.name}` | `{flag_of(f)}` | {cell(default_text(default_of(f)))} | {cell(text)} ({cell(allowed)}) |")
+        lines.append(f"| `{f.name}` | {cell(f.metadata['label'])} | `{flag_of(f)}` | {cell(default_text(default_of(f)))} "
+                     f"| {cell(text)} ({cell(allowed)}) |")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,7 +21,6 @@ import pandas as pd
 import pytest
 import torch
 from gradio_client import Client
-from gradio_client.utils import Status
 
 from views import charts
 
@@ -219,18 +219,17 @@ def test_run_streams_updates_and_keeps_every_row(app):
 
 
 def test_two_runs_at_once_queue_one_after_the_other(app):
+    """Runs belong to the server's board, which measures one at a time: the second waits (and says so) while
+    the first runs, and their rows are never interleaved."""
     demo, results = app
     before = row_count(results)
     config = tiny(methods=["standard", "batched"], batch_sizes=[1, 2])
     first = Client(demo.local_url, verbose=False).submit(json.dumps(config), api_name="/run")
     time.sleep(0.3)
     second = Client(demo.local_url, verbose=False).submit(json.dumps(config), api_name="/run")
-    queued = False
-    while not second.done():  # the second request waits in the queue while the first runs
-        queued |= second.status().code == Status.IN_QUEUE and not first.done()
-        time.sleep(0.05)
     finish(first)
-    assert queued, "the second run never waited in the queue"
+    waited = [o for o in finish(second) if "Waiting for the benchmark queue" in texts_of(o)]
+    assert waited and "1 run ahead" in texts_of(waited[0]), "the second run never waited for the first"
     rows = new_rows(results, before)
     per_run = total_rows(Config.from_dict(config))
     assert len(rows) == 2 * per_run
@@ -241,23 +240,32 @@ def test_two_runs_at_once_queue_one_after_the_other(app):
     assert rows["timestamp"].iloc[per_run - 1] <= rows["timestamp"].iloc[per_run]
 
 
-def test_stop_ends_the_run_and_keeps_finished_rows(app):
+def test_stop_ends_the_run_and_keeps_whole_repetitions(app):
+    """Stop mid-run (through the API, as the form's button does): the run ends at the next step, and every
+    row keeps its whole repetitions with a note saying how far it got, as Ctrl-C does in the CLI."""
     demo, results = app
     before = row_count(results)
-    # Rows of one model variant land together (interleaved repetitions): stop once the first variant's are in.
-    config = tiny(repetitions=3, max_new_tokens=32, attention=["eager", "sdpa"])
-    client = Client(demo.local_url, verbose=False)  # Stop acts on the run of its own session
+    config = tiny(repetitions=3, max_new_tokens=32)
+    client = Client(demo.local_url, verbose=False)  # Stop acts on the runs of its own session
     job = client.submit(json.dumps(config), api_name="/run")
-    deadline = time.time() + RUN_TIMEOUT_S
-    while not any(table_of(o) and len(table_of(o)["data"]) >= 1 for o in job.outputs()):
-        assert time.time() < deadline and not job.done()
+    deadline, rows_of_run = time.time() + RUN_TIMEOUT_S, total_rows(Config.from_dict(config))
+
+    def every_row_has_a_repetition() -> bool:  # "r of n repetitions", summed over the run's rows
+        done = [int(m.group(1)) for o in job.outputs() for m in re.finditer(r"(\d+) of \d+ repetitions", texts_of(o))]
+        return bool(done) and max(done) >= rows_of_run
+
+    while not every_row_has_a_repetition():
+        assert time.time() < deadline and not job.done(), [texts_of(o)[:300] for o in job.outputs()[-3:]]
         time.sleep(0.05)
-    client.predict(api_name="/stop")
+    assert "stopping 1 run" in client.predict(api_name="/stop")
     outputs = finish(job)
     assert "Stopped after" in texts_of(outputs[-1])
-    shown = len(table_of(outputs[-1])["data"])
     rows = new_rows(results, before)
-    assert 1 <= len(rows) == shown < total_rows(Config.from_dict(config))
+    shown = len(table_of(outputs[-1])["data"])
+    assert len(rows) == shown == rows_of_run
+    assert (rows["repetitions"] < 3).all() and (rows["repetitions"] >= 1).all()
+    for notes, reps in zip(rows["notes"], rows["repetitions"]):
+        assert f"stopped after {reps} of 3 repetitions" in str(notes)
 
 
 def test_invalid_config_shows_the_config_error_and_runs_nothing(app):
@@ -532,3 +540,31 @@ def test_app_py_serves_the_dashboard_on_host_and_port(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_history_says_when_compared_workloads_differ_and_names_hidden_picks():
+    from test_run_notebook import run_rows
+
+    from bench.dashboard.history import with_picked, workload_note
+
+    same = pd.DataFrame(run_rows("run-a", 10.0, max_new_tokens=16) + run_rows("run-b", 12.0, max_new_tokens=16))
+    assert workload_note(same, "run-a") == ""  # the same workload: nothing to say
+    other = pd.DataFrame(run_rows("run-a", 10.0, max_new_tokens=16) + run_rows("run-b", 12.0, max_new_tokens=32))
+    note = workload_note(other, "run-a")
+    assert "max_new_tokens" in note and "16" in note and "32" in note
+    assert workload_note(other, None) == ""  # no baseline, no percent change to qualify
+    choices = with_picked([("run a", "run-a")], ["run-a", "run-b", "run-c"], hidden={"run-b"})
+    assert ("run-b (hidden)", "run-b") in choices and ("run-c (not in the loaded files)", "run-c") in choices
+
+
+def test_history_draws_the_charts_of_the_same_rows_once():
+    from test_run_notebook import run_rows
+
+    from bench.dashboard.history_page import FigureCache
+
+    rows = pd.DataFrame(run_rows("run-a", 10.0) + run_rows("run-b", 12.0))
+    cache = FigureCache()
+    first = cache.figures(rows)
+    assert cache.figures(rows.copy()) is first  # equal rows: the same figures, nothing redrawn
+    assert cache.figures(rows.iloc[:2]) is not first
+    assert set(first) == set(charts.FIGURES)

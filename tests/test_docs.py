@@ -72,3 +72,18 @@ def test_readme_quick_start_commands_exist():
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/app.sh --preset tiny" in readme and "bash scripts/test.sh" in readme
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_config_key_has_a_human_label_used_by_the_form_and_the_docs():
+    """Labels live in one place, each key's declaration; the dashboard's form and docs/config.md both read it."""
+    from dataclasses import fields
+
+    from bench.config import Config
+    from bench.dashboard.form import label_of
+
+    text = (ROOT / "docs" / "config.md").read_text()
+    for f in fields(Config):
+        label = f.metadata.get("label")
+        assert label and "_" not in label, f.name  # words, not the raw key
+        assert label_of(f.name) == label
+        assert f"| `{f.name}` | {label} |" in text.replace("\\|", "|")

@@ -599,17 +599,19 @@ def test_steps_trace_into_one_graph(tiny_models, fuse):
 
 
 @pytest.mark.parametrize("drafter, do_sample", [("draft", False), ("draft", True), ("lookup", True)])
-def test_round_traces_into_one_graph(tiny_models, drafter, do_sample):
-    """What CUDA captures per k: the whole no-sync round (draft steps or lookup, verify, bookkeeping) must trace
-    into one graph (fullgraph: no host read inside), and the traced round must write what the plain one writes."""
+def test_round_pieces_trace_into_one_graph_each(tiny_models, drafter, do_sample):
+    """What CUDA captures: each piece of the no-sync round (the draft model's first and next draft step, its verify,
+    a prompt-lookup round) must trace into one graph (fullgraph: no host read inside), and the traced pieces, run in
+    the engine's order, must write what the plain round writes."""
     from engines.fast.cache import StaticKVCache
     from engines.fast.model import make_forward
-    from engines.fast.rounds import RoundState, speculative_round
+    from engines.fast.rounds import (DraftBuffers, RoundState, draft_first, draft_next, lookup_round,
+                                     speculative_round, verify_drafted)
 
     torch._dynamo.reset()
     engine = FastEngine(tiny_models)
     ids = torch.tensor([[5, 6, 7, 5, 6, 8, 9]])  # (1, 7) repeated n-grams: lookup has something to offer
-    L, k = ids.shape[1], 2
+    L, k = ids.shape[1], 3
     rules = engine._rules(Request(ids, torch.ones_like(ids), 12, 12, do_sample=do_sample), L)
     target, draft = make_forward(tiny_models.target, True), make_forward(tiny_models.draft, True)
     runs = []
@@ -621,15 +623,25 @@ def test_round_traces_into_one_graph(tiny_models, drafter, do_sample):
         caches[0].tokens[:, L] = 7
         state = RoundState.new(128, "cpu")
         state.begin(L, 12, 12, 0, torch.tensor([7]), torch.tensor([False]), rules)
-        runs.append((caches, state))
-    compiled = torch.compile(speculative_round, fullgraph=True, dynamic=False, backend="eager")
+        vocab = tiny_models.target.get_output_embeddings().weight.shape[0]
+        runs.append((caches, state, DraftBuffers.new(k, vocab, do_sample, "cpu")))
+    first, nxt, verify, lookup = (torch.compile(f, fullgraph=True, dynamic=False, backend="eager")
+                                  for f in (draft_first, draft_next, verify_drafted, lookup_round))
     with torch.no_grad():
         for _ in range(3):
-            for fn, (caches, state) in zip((speculative_round, compiled), runs):
-                torch.manual_seed(0)
-                fn(target, caches[0], draft if drafter == "draft" else None, caches[1] if drafter == "draft" else None,
-                   state, rules, rejection_accept, k)
-    (plain_caches, plain), (traced_caches, traced) = runs
+            (caches, state, buffers), (tcaches, tstate, tbuffers) = runs
+            torch.manual_seed(0)
+            speculative_round(target, caches[0], draft if drafter == "draft" else None,
+                              caches[1] if drafter == "draft" else None, state, rules, rejection_accept, k, buffers)
+            torch.manual_seed(0)
+            if drafter == "draft":
+                first(draft, tcaches[1], tcaches[0].tokens, tstate, rules, tbuffers)
+                for _ in range(k - 1):
+                    nxt(draft, tcaches[1], rules, tbuffers)
+                verify(target, tcaches[0], tstate, rules, rejection_accept, tbuffers, k)
+            else:
+                lookup(target, tcaches[0], tstate, rules, rejection_accept, k)
+    (plain_caches, plain, _), (traced_caches, traced, _) = runs
     assert torch.equal(plain_caches[0].tokens, traced_caches[0].tokens)
     assert torch.equal(plain.snapshot(), traced.snapshot()) and int(plain.n_new) > 3
 

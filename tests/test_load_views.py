@@ -45,7 +45,7 @@ def test_slo_explorer_recomputes_goodput_from_requests(load_results):
 
     path, rows = load_results
     df = slo_page.load_rows_of(path)
-    assert slo_page.run_choices(df) == ["r1"]
+    assert slo_page.run_choices(df) == [("r1", "r1")]
     by_row = slo_page.records_by_row(path, df)
     assert sorted(len(v) for v in by_row.values()) == [4, 4]
     same = slo_page.recomputed(df, by_row, 100.0, 20.0)
@@ -58,6 +58,15 @@ def test_slo_explorer_recomputes_goodput_from_requests(load_results):
     assert list(table["requests"]) == [4, 4] and (table["share within"] <= 1).all()
     ttft_max, tpot_max = slo_page.slider_limits(by_row)
     assert ttft_max >= 600 and tpot_max >= 10
+
+
+def test_slo_sliders_span_the_runs_percentiles_not_one_outlier():
+    """One request of 40 s among 200 of about 100 ms made 500 ms a sliver of a 0..50,000 ms slider."""
+    from bench.dashboard import slo_page
+
+    by_row = {"r": records([0.1 + 0.001 * (i % 50) for i in range(199)] + [40.0])}
+    ttft_max, _ = slo_page.slider_limits(by_row)
+    assert 150 <= ttft_max <= 300  # 1.5 x the 99th percentile (about 150 ms), not 1.25 x 40,000 ms
 
 
 def test_load_charts_draw_lines_slos_and_a_timeline(load_results):

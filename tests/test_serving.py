@@ -120,17 +120,131 @@ def test_no_server_process_outlives_the_run(known_delay_run):
     assert not [p for p in mine if "known_delay_server.py" in " ".join(p.cmdline())]
 
 
-def test_spec_decode_counters_are_read_from_prometheus_text():
-    from engines.server.session import prometheus_totals
+def test_each_event_is_kept_with_its_time_and_tokens_and_itl_is_also_one_gap_per_event(known_delay_run):
+    from metrics.serving import RequestRecord
+    from metrics.stream_figures import event_gaps_s
+    from store.requests import load_requests
 
-    text = """# HELP vllm:spec_decode_num_draft_tokens_total Number of draft tokens.
-# TYPE vllm:spec_decode_num_draft_tokens_total counter
-vllm:spec_decode_num_draft_tokens_total{engine="0",model_name="Qwen/Qwen3-4B"} 400.0
-vllm:spec_decode_num_draft_tokens_created{engine="0",model_name="Qwen/Qwen3-4B"} 1.7e9
-vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="Qwen/Qwen3-4B"} 252.0
-vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",position="0"} 90.0
-vllm:num_requests_running{engine="0"} 3.0
-"""
-    totals = prometheus_totals(text)
-    assert totals["drafted_tokens"] == 400.0
-    assert totals["accepted_tokens"] == 252.0  # not the per-position counter
+    config, (row,) = known_delay_run
+    recs = [RequestRecord.from_json(r) for r in load_requests(config.results)]
+    for r in recs:
+        assert [n for _, n in r.events] == [1, 3, 1, 3, 1, 3, 1]  # the stand-in's chunks, as streamed
+        assert r.events[0][0] == pytest.approx(r.first_token, abs=1e-5)
+        gaps = event_gaps_s(r)  # a chunk of k tokens comes k * TOKEN_MS after the one before
+        assert gaps == pytest.approx([k * TOKEN_MS / 1000 for k in (3, 1, 3, 1, 3, 1)], abs=0.03)
+    # Pooled gaps are half 50 ms, half 150 ms: the median is halfway, where per token every gap is 50 ms.
+    assert row["itl_event_ms_median"] == pytest.approx(2 * TOKEN_MS, rel=0.15)
+    assert row["itl_ms_median"] == pytest.approx(TOKEN_MS, rel=0.1)
+    assert row["offered_request_rate"] != row["offered_request_rate"]  # closed loop: no arrivals were drawn
+
+
+def test_reasoning_is_timed_apart_from_the_answer(tmp_path):
+    """Chat chunks 1, 3, 1 come as reasoning_content (5 tokens), the rest as content (8 tokens): the first answer
+    token arrives TTFT + (3 + 1 + 3) x TOKEN_MS after the request."""
+    from bench.config import Config
+    from bench.runner import run_all
+    from metrics.serving import RequestRecord
+    from store.requests import load_requests
+
+    command = KNOWN_DELAY + " --reasoning-chunks 3 --server-ttft-ms 120"
+    config = Config.from_dict(dict(
+        model="tiny/target", methods=["standard"], engine=["server"], server_command=[command], api="chat",
+        prompts=["Explain speculative decoding"], max_new_tokens=13, concurrency=[2], num_requests=6,
+        warmup_requests=1, results=str(tmp_path / "runs.csv")))
+    (row,) = run_all(config)
+    assert row["status"] == "ok", row["error"]
+    assert row["ttft_ms_median"] == pytest.approx(TTFT_MS, rel=0.1)  # the first token of any kind
+    assert row["ttfat_ms_median"] == pytest.approx(TTFT_MS + 7 * TOKEN_MS, rel=0.1)
+    assert row["reasoning_ms_median"] == pytest.approx(7 * TOKEN_MS, rel=0.1)
+    assert row["reasoning_tokens"] == 5 and row["answer_tokens"] == 8
+    assert row["reasoning_share"] == pytest.approx(5 / 13)
+    assert row["ttfat_ms_p90"] != row["ttfat_ms_p90"]  # 6 requests: no p90 pretends to be one
+    # The stand-in says its own TTFT is 120 ms: the rest of the client's 200 ms is outside the "engine".
+    assert row["client_ttft_overhead_ms"] == pytest.approx(TTFT_MS - 120, rel=0.2)
+    assert row["server_ttft_ms_median"] == pytest.approx(120)
+    recs = [RequestRecord.from_json(r) for r in load_requests(config.results)]
+    assert all(r.reasoning_tokens == 5 and r.output_tokens == 13 for r in recs)
+    assert all(r.server["time_to_first_token_ms"] == 120 for r in recs)
+    import json
+
+    texts = [json.loads(line)["text"] for line in (tmp_path / "outputs.jsonl").read_text().splitlines()]
+    assert texts == [" w" * 8]  # the answer only: greedy texts compare answers
+
+
+def test_tokens_the_final_usage_counts_but_no_event_carried_are_kept_at_the_stream_end(tmp_path):
+    """A streaming detokenizer holds back an incomplete UTF-8 piece: its token is in the usage, in no event."""
+    from bench.config import Config
+    from bench.runner import run_all
+    from metrics.serving import RequestRecord
+    from store.requests import load_requests
+
+    config = Config.from_dict(dict(
+        model="tiny/target", methods=["standard"], engine=["server"], server_command=[KNOWN_DELAY + " --held-back 1"],
+        prompts=["Hi"], max_new_tokens=14, request_rate=[20.0], num_requests=4, warmup_requests=0,
+        results=str(tmp_path / "runs.csv")))
+    (row,) = run_all(config)
+    assert row["status"] == "ok", row["error"]
+    assert row["new_tokens"] == 14 and "some requests returned another number" not in row["notes"]
+    assert "reconciled with the final usage" in row["notes"]
+    for r in (RequestRecord.from_json(x) for x in load_requests(config.results)):
+        assert r.output_tokens == 14 and len(r.token_times) == 14
+        assert r.events[-1][1] == 1 and r.events[-1][0] - r.events[-2][0] == pytest.approx(TOKEN_MS / 1000, abs=0.03)
+        assert r.end == pytest.approx(r.events[-1][0], abs=1e-5)  # TPOT and e2e count the held-back token too
+    assert row["tpot_ms_median"] == pytest.approx(TOKEN_MS, rel=0.1)
+    assert row["offered_request_rate"] > 0 and row["request_rate"] == 20.0
+
+
+def test_server_histograms_and_drafting_counters_become_columns():
+    """/metrics deltas: exact means, percentiles as their bucket's bound, τ and acceptance by position (the issue's
+    ngram run: 1730 drafted, 1129 accepted)."""
+    from metrics.server_metrics import Snapshot, server_figures
+
+    def text(queue_sum, le, drafts, accepted, per_pos, kv):
+        m = 'engine="0",model_name="m"'
+        lines = [f"vllm:request_queue_time_seconds_sum{{{m}}} {queue_sum}",
+                 f"vllm:request_queue_time_seconds_count{{{m}}} {sum(le.values()) and max(le.values())}",
+                 *(f'vllm:request_queue_time_seconds_bucket{{engine="0",le="{b}",model_name="m"}} {v}'
+                   for b, v in le.items()),
+                 f"vllm:spec_decode_num_drafts_total{{{m}}} {drafts}",
+                 f"vllm:spec_decode_num_draft_tokens_total{{{m}}} {drafts * 4}",
+                 f"vllm:spec_decode_num_accepted_tokens_total{{{m}}} {accepted}",
+                 f"vllm:spec_decode_num_accepted_tokens_created{{{m}}} 1.7e9",
+                 *(f'vllm:spec_decode_num_accepted_tokens_per_pos_total{{engine="0",model_name="m",position="{i}"}} {v}'
+                   for i, v in enumerate(per_pos)),
+                 f"vllm:prefix_cache_queries_total{{{m}}} 100", f"vllm:prefix_cache_hits_total{{{m}}} 25",
+                 f"vllm:kv_cache_usage_perc{{{m}}} {kv}", "# HELP vllm:x y"]
+        return "\n".join(lines)
+
+    before = Snapshot.of(text(1.0, {"0.3": 10, "0.5": 10, "+Inf": 10}, 10, 5, [3, 1, 1, 0], 0.1))
+    after = Snapshot.of(text(1.5, {"0.3": 15, "0.5": 19, "+Inf": 20}, 10 + 1730 // 4, 5 + 1129, [3 + 357, 1 + 294,
+                                                                                               1 + 248, 0 + 230], 0.2))
+    out = server_figures(before, after, kv_peak=0.7)
+    assert out["server_kind"] == "vllm"
+    assert out["server_queue_ms_mean"] == pytest.approx(500 / 10)  # 0.5 s over 10 requests
+    assert out["server_queue_ms_p50_le"] == 300.0 and out["server_queue_ms_p99_le"] == math.inf
+    drafts = 1730 // 4
+    assert out["server_drafts"] == drafts and out["server_k"] == 4
+    assert out["mean_accepted_tokens"] == pytest.approx(1 + 1129 / drafts)
+    assert out["acceptance_by_position"] == "|".join(f"{v / drafts:.3f}" for v in (357, 294, 248, 230))
+    assert out["acceptance_rate"] == pytest.approx(1129 / (drafts * 4))
+    assert "prefix_cache_hit_rate" not in out  # no new queries during the load: no rate, not 0
+    assert out["kv_cache_usage_peak"] == 0.7
+
+
+def test_a_server_command_flag_carries_a_json_speculative_config(tmp_path):
+    from bench.cli import config_dict, parser
+    from engines.server.spec import server_drafting
+
+    spec = '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}'
+    plain = "vllm serve {model} --port {port}"
+    args = parser().parse_args(["--engine", "server", "--server-command", f"{plain},{plain} --speculative-config '{spec}'"])
+    commands = config_dict(args)["server_command"]
+    assert commands == [plain, f"{plain} --speculative-config '{spec}'"]
+    assert server_drafting(commands[0]) == {}
+    assert server_drafting(commands[1]) == {"method": "ngram", "k": 4, "draft_model": ""}
+    assert server_drafting("python -m sglang.launch_server --speculative-algorithm EAGLE3 "
+                           "--speculative-num-draft-tokens 4 --speculative-draft-model-path h") == \
+        {"method": "eagle3", "k": 4, "draft_model": "h"}
+    from decoding.options import split_list
+
+    assert split_list("it's,fine") == ["it's", "fine"]  # an apostrophe in plain text: every comma still splits

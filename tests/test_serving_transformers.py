@@ -29,13 +29,15 @@ class Served:
                 self.proc.wait(timeout=10)
 
 
-@pytest.fixture
-def transformers_serve(tmp_path):
+@pytest.fixture(scope="module")
+def transformers_serve(tmp_path_factory):
+    """One server for the module (the last test stops it, checking it leaves no process behind)."""
     import httpx
 
     from models.tiny import tiny_path
     from engines.server.process import free_port
 
+    tmp_path = tmp_path_factory.mktemp("serve")
     port = free_port()
     cli = Path(sys.executable).with_name("transformers")
     if not cli.exists():
@@ -64,6 +66,35 @@ def transformers_serve(tmp_path):
 
 def texts_by_prompt(outputs, **match) -> dict[int, str]:
     return {o["prompt_index"]: o["text"] for o in outputs if all(o[k] == v for k, v in match.items())}
+
+
+def test_sessions_against_transformers_serve(transformers_serve, tmp_path):
+    """Multi-turn sessions through a real server: every turn answered, each turn's prompt the history so far
+    (longer than the turn before it by at least the answer it carries), TTFT recorded by turn."""
+    from collections import defaultdict
+
+    from bench.config import Config
+    from bench.runner import run_all
+    from store import archive
+    from store.requests import load_requests
+
+    config = Config.from_dict(dict(
+        model="tiny/target", methods=["standard"], engine=["server"], endpoint=transformers_serve.endpoint,
+        workload="sessions", dataset="datasets/sessions.jsonl", session_turns=3, num_requests=3, concurrency=[2],
+        warmup_requests=1, max_new_tokens=8, results=str(tmp_path / "runs.csv")))
+    (row,) = run_all(config)
+    assert row["status"] == "ok", row["error"]
+    assert row["sessions"] == 3 and row["turns"] == 9 and row["failed_requests"] == 0
+    sessions = defaultdict(list)
+    for r in load_requests(config.results, {archive.row_key(row)}):
+        sessions[r["session"]].append(r)
+    for turns in sessions.values():
+        turns.sort(key=lambda r: r["turn"])
+        assert [r["turn"] for r in turns] == [0, 1, 2]
+        for before, after in zip(turns, turns[1:]):
+            assert after["prompt_tokens"] >= before["prompt_tokens"] + before["output_tokens"]
+    by_turn = [float(v) for v in row["ttft_ms_by_turn"].split()]
+    assert len(by_turn) == 3 and all(v > 0 for v in by_turn)
 
 
 def test_load_against_transformers_serve(transformers_serve, tmp_path):

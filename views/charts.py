@@ -26,6 +26,7 @@ from plotly.subplots import make_subplots
 from decoding import BASELINE, METHODS
 from metrics.rows import RANDOM_WEIGHTS_NOTE
 from metrics.trace import inter_token_ms, parse_times
+from views.layout import laid_out, laid_out_by  # noqa: F401  (laid_out: for figures drawn outside FIGURES)
 from store.notebook import run_labels
 from views import load_decisions, pareto
 
@@ -78,9 +79,11 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     varying = [k for k in VARIANT_KEYS if k in d and d[k].astype(str).nunique() > 1]
     from views.table import best_k
 
-    starred = best_k(d.to_dict("records"))  # the best k of a k sweep is starred wherever the row appears
-    d["label"] = d["method"].astype(str) + " [" + d["setting"].astype(str) + "]" + \
-        ["  ★ best k" if i in starred else "" for i in range(len(d))]
+    # The best k of a k sweep is marked on its bar (outline, ★), never in the category: the same setting of
+    # two runs must share one category to be drawn side by side.
+    starred = best_k(d.to_dict("records"))
+    d["best_k"] = [i in starred for i in range(len(d))]
+    d["label"] = d["method"].astype(str) + " [" + d["setting"].astype(str) + "]"
     for k in varying:
         d["label"] += " · " + d[k].astype(str)
     d["run"] = d["run_id"].astype(str).map(run_labels(d))  # legends: `name or run id · device name`
@@ -101,7 +104,7 @@ def hover_text(row: dict) -> str:
 def empty(title: str, message: str) -> go.Figure:
     fig = go.Figure()
     # Plotly never wraps an annotation: a long message would run past a half-width card at 800 px.
-    message = "<br>".join(textwrap.wrap(message, 52))
+    message = "<br>".join(textwrap.wrap(message, 40))
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
                        font=dict(size=14, color="#64748b"))
     fig.update_xaxes(visible=False)
@@ -162,11 +165,14 @@ def bars(d: pd.DataFrame, y: str, error: str | None = None, fmt: str = ".1f", un
                  for v, s, u in zip(part[y], spread, shaky)]
         if also:
             first = [f"{f} · {also[1]} {number(v)}" for f, v in zip(first, part[also[0]])]
-        text = [number(v) + (" !" if u else "") for v, u in zip(part[y], shaky)] if labels else \
-            ["!" if u else "" for u in shaky]
+        best = list(part["best_k"]) if "best_k" in part else [False] * len(part)
+        text = [number(v) + (" !" if u else "") + (" ★" if b else "") for v, u, b in zip(part[y], shaky, best)] \
+            if labels else [("!" if u else "") + ("★" if b else "") for u, b in zip(shaky, best)]
+        first = [f + (" · ★ best k of its sweep" if b else "") for f, b in zip(first, best)]
         return go.Bar(
             x=part["label"], y=part[y], name=name, marker_color=color, showlegend=legend,
             marker_pattern_shape=["x" if u else "" for u in shaky],
+            marker_line=dict(color="#0f172a", width=[2.5 if b else 0 for b in best]),
             text=text, textposition="outside", cliponaxis=False, error_y=error_y,
             hovertext=[f"<b>{v}</b><br>{h}" for v, h in zip(first, part["hover"])],
             hovertemplate="%{hovertext}<extra></extra>")
@@ -183,6 +189,9 @@ def tokens_per_s(df: pd.DataFrame) -> go.Figure:
     d = prepare(df)
     if d.empty:
         return empty(title, "no finished rows yet")
+    d = d[d["tokens_per_s_per_sequence_median"].notna()] if "tokens_per_s_per_sequence_median" in d else d.iloc[0:0]
+    if d.empty:  # a load run has per-request speeds, not per-call ones: they are under Load
+        return empty(title, "no per-call rows: a load run's speeds are on the load charts")
     fig = go.Figure(bars(d, "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence_std", unit=" tok/s",
                          ci="tokens_per_s_per_sequence"))
     fig = style(fig, title, "tokens/s per sequence")
@@ -196,6 +205,10 @@ def latency(df: pd.DataFrame) -> go.Figure:
     d = prepare(df)
     if d.empty:
         return empty(title, "no finished rows yet")
+    # A call's latency split needs both figures: a load row has per-request TTFTs but no per-call latency.
+    d = d[d["latency_ms_median"].notna() & d["ttft_ms_median"].notna()] if "latency_ms_median" in d else d.iloc[0:0]
+    if d.empty:
+        return empty(title, "no per-call rows: a load run's latencies are on the load charts")
     d["decode_ms"] = (d["latency_ms_median"] - d["ttft_ms_median"]).clip(lower=0)
     runs = list(dict.fromkeys(d["run"]))
     several = len(runs) > 1
@@ -264,6 +277,12 @@ def memory(df: pd.DataFrame) -> go.Figure:
         rss = rss.assign(peak_rss_mib=pd.to_numeric(rss["peak_rss_mib"], errors="coerce"))
         fig = go.Figure(bars(rss, "peak_rss_mib", fmt=".0f", unit=" MiB"))
         return style(fig, "Peak process memory (RSS: CPU RAM, the whole process; no GPU in these rows)", "MiB")
+    # Like with like: a graph engine's activations live in its graph pool and every engine's caches sit in the
+    # process-wide counter, so a row's own footprint is drawn wherever the row has one (metrics/memory.py).
+    if "footprint_mib" in gpu and pd.to_numeric(gpu["footprint_mib"], errors="coerce").notna().all():
+        gpu = gpu.assign(footprint_mib=pd.to_numeric(gpu["footprint_mib"], errors="coerce"))
+        fig = go.Figure(bars(gpu, "footprint_mib", fmt=".0f", unit=" MiB"))
+        return style(fig, "GPU memory each row needs (its weights + engine caches + graph pool + call peak)", "MiB")
     fig = go.Figure(bars(gpu, "peak_allocated_mib", fmt=".0f", unit=" MiB"))
     return style(fig, title, "MiB")
 
@@ -660,7 +679,6 @@ def request_timeline(records: list[dict], title: str = "Requests of one load poi
 # --- trade-offs: the Pareto front (views/pareto.py) and cost (metrics/cost.py) -------------------------
 
 PARETO_PLOT_PX, TABLE_ROW_PX = 300, 40  # a table row holds three lines: labels wrap in a narrow card
-LABEL_SIDES = ["top right", "bottom right", "top left", "bottom left"]  # neighbouring front numbers apart
 
 
 def pareto_chart(df: pd.DataFrame) -> go.Figure:
@@ -680,6 +698,7 @@ def pareto_chart(df: pd.DataFrame) -> go.Figure:
                         row_heights=[PARETO_PLOT_PX, table_px])
     fig.add_scatter(x=pts.loc[front, "x"], y=pts.loc[front, "y"], mode="lines", name="Pareto front",
                     line=dict(color="#0f172a", width=1.5, dash="dash"), hoverinfo="skip", row=1, col=1)
+    sides = pareto.label_sides(pts, front, pts["x"].max() * 1.3, pts["y"].max() * 1.3)  # the axes' spans below
     for (run, method, load), part in pts.groupby(["run", "method", "load"], sort=False):
         on = [i in number for i in part.index]
         color = RUN_COLORS[runs.index(run) % len(RUN_COLORS)] if several else method_color(method)
@@ -692,7 +711,7 @@ def pareto_chart(df: pd.DataFrame) -> go.Figure:
             x=part["x"], y=part["y"], mode="markers+text", name=(f"{run} · " if several else "") + str(method)
             + (" (load)" if load else ""), error_x=error["x"], error_y=error["y"],
             text=[str(number[i]) if i in number else "" for i in part.index], cliponaxis=True,
-            textposition=[LABEL_SIDES[number.get(i, 0) % len(LABEL_SIDES)] for i in part.index],
+            textposition=[sides.get(i, "top right") for i in part.index],
             textfont=dict(size=11, color="#0f172a"),
             marker=dict(color=color, symbol="diamond" if load else "circle", size=[12 if o else 8 for o in on],
                         opacity=[1.0 if o else 0.55 for o in on],
@@ -849,6 +868,64 @@ def drafting_under_load(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
+INPUT_LABEL = re.compile(r",? ?input=\d+")
+
+
+def ttft_by_turn(df: pd.DataFrame) -> go.Figure:
+    """Median TTFT of each turn of multi-turn sessions: a prefix cache (a server's, or the continuous engine's
+    cb_prefix_sharing) makes later turns, whose prompt is the whole history, answer sooner than re-reading it."""
+    title = "TTFT by turn of a session"
+    d = load_frame(df)
+    if not d.empty and "ttft_ms_by_turn" in d:
+        d = d[d["ttft_ms_by_turn"].astype(str).str.strip().str.len() > 0]
+        d = d[d["ttft_ms_by_turn"].notna()]
+    if d.empty or "ttft_ms_by_turn" not in d:
+        return empty(title, "no multi-turn rows yet (set workload to sessions)")
+    fig = go.Figure()
+    for i, (_, row) in enumerate(d.iterrows()):
+        values = [float(v) for v in str(row["ttft_ms_by_turn"]).split()]
+        turns = list(range(1, len(values) + 1))
+        name = row["series"] + (f" · {row['load']}" if d["load"].nunique() > 1 else "")
+        fig.add_scatter(x=turns, y=values, mode="lines+markers", name=name,
+                        line=dict(color=RUN_COLORS[i % len(RUN_COLORS)], width=2), marker=dict(size=8),
+                        hovertext=[f"<b>{name}</b><br>turn {t}: TTFT median {v:.1f} ms<br>{row['hover']}"
+                                   for t, v in zip(turns, values)],
+                        hovertemplate="%{hovertext}<extra></extra>")
+    fig = style(fig, title, "TTFT median (ms)", "turn (its prompt is the whole history so far)")
+    fig.update_xaxes(tickangle=0, dtick=1, rangemode="tozero")
+    return fig
+
+
+def ttft_by_prompt_length(df: pd.DataFrame) -> go.Figure:
+    """Median TTFT (with its interval) against the synthetic prompt length of the random and shared_prefix
+    workloads, one line per engine and method at each load point: prefill cost as the prompt grows."""
+    title = "TTFT by prompt length"
+    d = load_frame(df)
+    if not d.empty and "input_tokens" in d:
+        d = d.assign(input_tokens=pd.to_numeric(d["input_tokens"], errors="coerce"))
+        d = d[d["input_tokens"].notna()]
+    if d.empty or "input_tokens" not in d or d["input_tokens"].nunique() < 2:
+        return empty(title, "no prompt-length sweep yet (workload random or shared_prefix, input_tokens a list)")
+    d = d.assign(line=[INPUT_LABEL.sub("", s).strip(", ") + f" · {load}" for s, load in zip(d["series"], d["load"])])
+    fig = go.Figure()
+    for i, (line, part) in enumerate(d.groupby("line", sort=False)):
+        part = part.sort_values("input_tokens")
+        y = pd.to_numeric(part["ttft_ms_median"], errors="coerce")
+        low = pd.to_numeric(part.get("ttft_ms_ci_low", y), errors="coerce")
+        high = pd.to_numeric(part.get("ttft_ms_ci_high", y), errors="coerce")
+        fig.add_scatter(x=part["input_tokens"], y=y, mode="lines+markers", name=line,
+                        error_y=dict(type="data", symmetric=False, array=(high - y).clip(lower=0),
+                                     arrayminus=(y - low).clip(lower=0), thickness=1.2, width=4),
+                        line=dict(color=RUN_COLORS[i % len(RUN_COLORS)], width=2), marker=dict(size=8),
+                        hovertext=[f"<b>{line}</b><br>{int(n)} prompt tokens: TTFT median {v:.1f} ms "
+                                   f"(95% CI {lo:.1f}–{hi:.1f})<br>{h}"
+                                   for n, v, lo, hi, h in zip(part["input_tokens"], y, low, high, part["hover"])],
+                        hovertemplate="%{hovertext}<extra></extra>")
+    fig = style(fig, title, "TTFT median (ms)", "prompt tokens (exact, the run's tokenizer)")
+    fig.update_xaxes(tickangle=0, rangemode="tozero")
+    return fig
+
+
 FIGURES = {
     "tokens": tokens_per_s, "speedup": speedup, "latency": latency, "tpot": time_per_output_token,
     "memory": memory, "batch": batch_throughput,
@@ -856,9 +933,10 @@ FIGURES = {
     "quality": quality_vs_speed,
     "pareto": pareto_chart, "cost": cost,
     "timeline": token_timeline, "itl": inter_token_latency,
-    "load": throughput_latency, "goodput": goodput,
+    "load": throughput_latency, "goodput": goodput, "turns": ttft_by_turn, "prompt_length": ttft_by_prompt_length,
     "capacity": capacity, "draft_load": drafting_under_load,
 }
+FIGURES = {name: laid_out_by(draw) for name, draw in FIGURES.items()}  # every figure follows views/layout.py
 # Headings of the pages' chart sections: a section starts at each of these figures and runs to the next one, so a
 # new figure joins the section it is placed in.
 SECTION_STARTS = {"tokens": "Speed", "memory": "Memory and throughput", "acceptance": "Drafting",

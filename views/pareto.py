@@ -96,3 +96,33 @@ def front_of(pts: pd.DataFrame) -> list:
     """Index labels of `pts` (from points) on the front, by x ascending."""
     records = pts[["x", "x_low", "x_high", "y", "y_low", "y_high"]].to_dict("records")
     return [pts.index[i] for i in pareto_front(records)]
+
+
+SIDE_OFFSETS = {"top right": (1, 1), "bottom right": (1, -1), "top left": (-1, 1), "bottom left": (-1, -1),
+                "top center": (0, 1.4), "bottom center": (0, -1.4)}
+LABEL_BOX = (0.06, 0.07)  # a front number's box, in fractions of the axes (a narrow card's plot, 11 px text)
+
+
+def label_sides(pts: pd.DataFrame, front: list, x_top: float, y_top: float) -> dict:
+    """A side for each front number, none on another number or on a front marker: placed in front order,
+    each takes the first side whose box is clear of those already placed (axes span 0..x_top, 0..y_top)."""
+    w, h = LABEL_BOX
+    where = {i: (pts.loc[i, "x"] / x_top, pts.loc[i, "y"] / y_top) for i in front}
+    placed, out = [], {}
+
+    def box(i, side):
+        (x, y), (dx, dy) = where[i], SIDE_OFFSETS[side]
+        cx, cy = x + dx * (w / 2 + 0.01), y + dy * (h / 2 + 0.01)
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+    def clear(b):
+        hits_box = any(b[0] < o[2] and o[0] < b[2] and b[1] < o[3] and o[1] < b[3] for o in placed)
+        hits_marker = any(b[0] < x < b[2] and b[1] < y < b[3] for x, y in where.values())
+        return not hits_box and not hits_marker
+
+    for i in front:
+        boxes = [(side, box(i, side)) for side in SIDE_OFFSETS]
+        side, chosen = next(((s, b) for s, b in boxes if clear(b)), boxes[0])
+        placed.append(chosen)
+        out[i] = side
+    return out

@@ -31,7 +31,8 @@ th {background: var(--soft)} td.num {text-align: right; font-variant-numeric: ta
 #summary + div td {white-space: nowrap}
 tr.differs td {background: #fef9c3}
 .table-wrap {overflow-x: auto}
-.charts {display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 14px}
+.charts {display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 14px}
+@media (max-width: 1100px) {.charts {grid-template-columns: minmax(0, 1fr)}}
 h3.section {margin: 22px 0 8px; font-size: 14px; color: var(--muted); text-transform: uppercase; letter-spacing: 0.04em}
 .chart {border: 1px solid var(--border); border-radius: 8px; padding: 4px; min-width: 0}
 .notes {font-size: 13px; color: #334155}
@@ -126,7 +127,9 @@ def charts_section(df: pd.DataFrame) -> str:
         for name in names:
             fig = charts.FIGURES[name](df)
             parts.append(f'<div class="chart" id="card-{escape(name)}">' + fig.to_html(
-                full_html=False, include_plotlyjs=False, div_id=f"chart-{name}", default_height=f"{charts.HEIGHT}px",
+                full_html=False, include_plotlyjs=False, div_id=f"chart-{name}",
+                # The figure's own height: a fixed one let taller figures spill into the next card.
+                default_height=f"{fig.layout.height or charts.HEIGHT}px",
                 config={"responsive": True, "displaylogo": False}) + "</div>")
         out.append((f'<h3 class="section">{escape(heading)}</h3>' if heading else "")
                    + f'<div class="charts">{"".join(parts)}</div>')

@@ -122,11 +122,23 @@ def load_table(rows: list[dict]) -> str:
     ]
     errors = [f"{r['method']} [{r['setting']}] on {r['engine']}: {r['status']}: {r['error']}"
               for r in rows if r.get("status") != "ok"]
+    notes += turn_lines(rows)
     for r in rows:
         for n in str(r.get("notes") or "").split("; "):
             if n and f"note: {n}" not in notes:
                 notes.append(f"note: {n}")
     return "\n".join([grid_text(rows, LOAD_COLUMNS), ""] + notes + errors)
+
+
+def turn_lines(rows: list[dict]) -> list[str]:
+    """Multi-turn rows: the median TTFT of each turn, where a prefix cache shows (later turns answered sooner)."""
+    out = []
+    for r in rows:
+        text = r.get("ttft_ms_by_turn")
+        if r.get("status") == "ok" and isinstance(text, str) and text.strip():
+            values = " · ".join(f"{float(v):.0f}" for v in text.split())
+            out.append(f"TTFT by turn (ms, medians), {r['method']} [{r['setting']}] on {r['engine']}: {values}")
+    return out
 
 
 def table(rows: list[dict]) -> str:
@@ -153,8 +165,29 @@ def table(rows: list[dict]) -> str:
     errors = [f"{r['method']} [{r['setting']}]: {r['status']}: {r['error']}" for r in rows if r.get("status") != "ok"]
     if any(RANDOM_WEIGHTS_NOTE in str(r.get("notes", "")) for r in rows):
         notes.append("Random weights: acceptance figures (accept, tok/fwd) mean nothing; draft and target never agree.")
+    notes += regime_notes(rows)
     for r in rows:
         for n in str(r.get("notes") or "").split("; "):
             if n and n != RANDOM_WEIGHTS_NOTE and f"note: {n}" not in notes:
                 notes.append(f"note: {n}")
     return "\n".join([out, ""] + notes + errors)
+
+
+def regime_notes(rows: list[dict]) -> list[str]:
+    """Which regime each engine's rows ran in (the `regime` column, from MBU): a comparison of methods on a
+    host-bound engine mostly measures Python, not decoding."""
+    by_engine: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("status") == "ok" and not missing(r.get("regime")) and r.get("regime"):
+            by_engine.setdefault(str(r["engine"]), []).append(r)
+    if not by_engine:
+        return ["regime: not measured here (MBU needs a GPU's copy bandwidth); on a GPU, eager generate is "
+                "host-bound and compiled engines bandwidth-bound"] if rows else []
+    parts = []
+    for engine, rs in by_engine.items():
+        kinds = sorted({r["regime"] for r in rs})
+        mbus = [float(r["mbu"]) for r in rs if not missing(r.get("mbu"))]
+        parts.append(f"{engine} {'/'.join(kinds)} (MBU {min(mbus):.2f}-{max(mbus):.2f})" if len(mbus) > 1 else
+                     f"{engine} {'/'.join(kinds)} (MBU {mbus[0]:.2f})")
+    return ["regime by engine: " + "; ".join(parts) + ". MBU = bytes read per token / TPOT / copy bandwidth; "
+            "host-bound below 0.10 (Python and launches: drafting cannot help), bandwidth-bound from 0.30."]

@@ -18,6 +18,8 @@ out the standalone HTML report (views/report.py).
     shared.py     what the app hands every page (AppContext): the results file, exports, UI-only event options
     style.css     the dashboard's CSS
     resize.js     lays a Plotly figure out again when its container's width changes (a hidden tab shown)
+    keys.js       keyboard use: arrow keys and Enter on the tabs, Enter applies a typed SLO target
+    jobs.py       runs owned by the server (RunBoard): they outlive the tab, a reload reattaches, Stop is direct
 """
 from __future__ import annotations
 

@@ -21,11 +21,14 @@ from bench.dashboard.shared import AppContext
 from bench.dashboard.slo_page import SloPage
 from decoding import METHODS
 
-# One benchmark per process: the queue (concurrency_id "gpu", limit 1) serialises the UI, this lock
-# serialises the code behind it, in case two apps share the process or a queue setting changes.
+# One benchmark per process: each app's RunBoard measures its runs one at a time, on its own thread, under
+# this lock, in case two apps share the process.
 RUN_LOCK = threading.Lock()
 CSS = Path(__file__).with_name("style.css").read_text()
-JS = Path(__file__).with_name("resize.js").read_text()  # figures drawn in a hidden tab fit their card when shown
+# The page's scripts, each a function run once on load: figures drawn in a hidden tab fit their card when
+# shown (resize.js); tabs and typed SLO targets work from the keyboard (keys.js).
+JS = "() => {\n" + "".join(f"({Path(__file__).with_name(name).read_text().strip()})();\n"
+                           for name in ("resize.js", "keys.js")) + "}"
 THEME = gr.themes.Soft(primary_hue="blue", neutral_hue="slate")
 
 
@@ -53,8 +56,8 @@ def build_app(results_path: str | Path = "results/runs.csv", initial: dict | Non
             history = HistoryPage(ctx)
             SloPage(ctx)  # wires its own events: it reads only the results file and requests.jsonl
         # Wired after every page exists: a run streams into Results, and Samples follows the Run page's run.
-        run.wire(results)
-        results.wire(run.run_state)
+        run.wire(results, demo)
+        results.wire()
         samples.wire(run.run_state)
         history.wire()
     demo.bench_results_path = ctx.results_path

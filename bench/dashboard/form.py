@@ -18,19 +18,15 @@ SECTIONS = {  # section -> rows of the shared keys; the axes' own keys follow (a
     "Models": [["model", "draft_model"], ["dtype", "device", "engine"], ["quantization", "attention"],
                ["quantize_draft", "random_weights"]],
     "Workload": [["prompts"], ["completions_per_prompt", "max_new_tokens", "prompt_length"],
-                 ["chat_template", "stop_at_eos"]],
+                 ["chat_template", "thinking", "stop_at_eos"]],
     "Methods": [["methods"], ["temperature", "top_p", "top_k"],
                 ["num_beams", "num_return_sequences", "length_penalty"], ["early_stopping", "batched_do_sample"],
                 ["batch_sizes", "speculative_modes"], ["num_draft_tokens", "prompt_lookup_num_tokens"]],
     "Measurement": [["warmup", "repetitions", "seed"], ["results"]],
 }
-LABELS = {
-    "model": "Target model", "draft_model": "Draft model", "methods": "Methods", "engine": "Engine",
-    "prompts": "Prompts (one per line, or between lines of ---)", "top_p": "top-p", "top_k": "top-k", "num_beams": "Beams",
-    "num_return_sequences": "Returned sequences", "dtype": "dtype", "warmup": "Warm-up calls",
-    "num_draft_tokens": "Draft tokens k", "prompt_lookup_num_tokens": "Prompt-lookup tokens",
-    "results": "Results CSV", "name": "Run name", "tags": "Tags", "run_notes": "Run notes",
-}
+# Open at first: what most runs change. The rest (run name and notes, measurement protocol, engine and scenario
+# options, More settings) starts collapsed, so the form is short and the run bar's Run never far.
+OPEN_SECTIONS = ("Models", "Workload", "Methods")
 
 
 def config_fields() -> list[Field]:
@@ -72,7 +68,9 @@ def is_text_list(f: Field) -> bool:
 
 def make_input(f: Field, value=None) -> gr.components.Component:
     m, kind = f.metadata, kind_of(f)
-    common = dict(label=label_of(f.name), info=m["help"], min_width=120,
+    # Choices need room for their longest value (a clipped "openai-chat" reads as another choice).
+    widest = max((len(str(c)) for c in m["choices"] or ()), default=0)
+    common = dict(label=label_of(f.name), info=m["help"], min_width=max(120, 60 + 9 * widest),
                   elem_id="cfg-" + f.name.replace("_", "-"),
                   value=to_form(f, default_of(f) if value is None else value))
     if f.name == "results":  # pinned to the app's results file: History and downloads read that folder
@@ -182,9 +180,10 @@ def check(data: dict, check_models: bool = False) -> str:
 
 
 def label_of(name: str) -> str:
-    """The shared keys' labels here, an axis key's its option's own `label`, else the key in words."""
+    """The key's `label` from its declaration (bench/config.py, or the method's, engine's or scenario's
+    option), the one place labels live; the key in words for one that lacks it."""
     declared = Config.__dataclass_fields__[name].metadata.get("label") if name in Config.__dataclass_fields__ else None
-    return LABELS.get(name) or declared or name.replace("_", " ").capitalize()
+    return declared or name.replace("_", " ").capitalize()
 
 
 def form_words(message: str) -> str:
@@ -214,7 +213,7 @@ def build_form(results_path: str, initial: dict | None = None) -> list:
         sections["More settings"] = [rest[i:i + 3] for i in range(0, len(rest), 3)]
     made = {}
     for title, rows in sections.items():
-        with gr.Accordion(title, open=True, elem_id=f"section-{title.lower().replace(' ', '-')}"):
+        with gr.Accordion(title, open=title in OPEN_SECTIONS, elem_id=f"section-{title.lower().replace(' ', '-')}"):
             for row in filter(None, rows):
                 with gr.Row():
                     for name in row:

@@ -88,16 +88,38 @@ def filter_choices(df: pd.DataFrame, key: str, runs: list | None = None) -> list
     return sorted(v for v in df[key].dropna().astype(str).unique() if v)
 
 
-def with_picked(choices: list, picked: list | None) -> list:
-    """Choices plus any picked value they no longer hold (its file was dropped), marked as gone: the
-    filter keeps what the user ticked, and the user can untick it."""
+def with_picked(choices: list, picked: list | None, hidden: set[str] = frozenset()) -> list:
+    """Choices plus any picked value they no longer hold, marked: "hidden" for a run hidden in the notebook,
+    else gone (its file was dropped). The filter keeps what the user ticked, and the user can untick it."""
     valid = {c[1] if isinstance(c, tuple) else c for c in choices}
     gone = [v for v in picked or [] if v not in valid]
     if not gone:
         return choices
     if choices and isinstance(choices[0], tuple) or not choices:
-        return list(choices) + [(f"{v} (not in the loaded files)", v) for v in gone]
+        return list(choices) + [(f"{v} (hidden)" if v in hidden else f"{v} (not in the loaded files)", v)
+                                for v in gone]
     return list(choices) + gone
+
+
+# Settings that change what a figure measures: percent changes across runs that differ in them compare
+# different workloads or machines, and the page says so above the change table.
+WORKLOAD_KEYS = ["model", "dtype", "quantization", "max_new_tokens", "stop_at_eos", "num_prompts", "sequences",
+                 "device", "device_name", "cpu_model", "gpu_count"]
+
+
+def workload_note(compared: pd.DataFrame, baseline: str | None) -> str:
+    """One line when the compared runs' workloads or machines differ ('' when they agree or no baseline)."""
+    runs = compared_runs(compared)
+    if not baseline or len(runs) < 2:
+        return ""
+    diff = compare.settings_diff(compared, runs)
+    differing = diff[diff["key"].isin(WORKLOAD_KEYS)]
+    if differing.empty:
+        return ""
+    parts = [f"{line['key']}: {' vs '.join(dict.fromkeys(str(v) for v in line.iloc[1:] if str(v)))}"
+             for _, line in differing.iterrows()]
+    return "⚠ The compared runs differ in workload or machine (" + "; ".join(parts) + \
+        "): a percent change compares those too."
 
 
 def table_view(rows: pd.DataFrame) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from bench.dashboard.history import (
     run_choices,
     visible,
     with_picked,
+    workload_note,
 )
 from bench.dashboard.html import error_md
 from bench.dashboard.shared import UI_ONLY, AppContext
@@ -41,9 +42,26 @@ def view_names() -> list[str]:
     return ["info", "verdict", "change", "diff", "table", *[f"chart:{name}" for name in charts.FIGURES]]
 
 
+class FigureCache:
+    """The charts of some compared rows, kept by the rows' content: a tick that leaves the compared rows as they
+    were (a filter of the table only, the same runs picked again) redraws no chart. Drawing every figure of the
+    catalogue is most of a History answer (about 2 s of CPU for 20 figures)."""
+
+    def __init__(self, size: int = 8):
+        self.size, self.kept = size, {}
+
+    def figures(self, compared: pd.DataFrame) -> dict:
+        key = (tuple(compared.columns), int(pd.util.hash_pandas_object(compared.astype(str), index=False).sum()))
+        if key not in self.kept:
+            while self.kept and len(self.kept) >= self.size:
+                self.kept.pop(next(iter(self.kept)))
+            self.kept[key] = {name: draw(compared) for name, draw in charts.FIGURES.items()}
+        return self.kept[key]
+
+
 def view_updates(df: pd.DataFrame, problems: list[str], files: list[Path], results_path: Path,
                  uploaded: list[str] | None, selected: dict[str, list], baseline: str | None = None,
-                 show_hidden: bool = False) -> dict:
+                 show_hidden: bool = False, cache: FigureCache | None = None) -> dict:
     """Info line, baseline changes, settings diff, table and charts of the picked rows: name -> value."""
     shown = visible(df, show_hidden)
     baseline = baseline if baseline and baseline in set(shown["run_id"].astype(str)) else None
@@ -52,14 +70,17 @@ def view_updates(df: pd.DataFrame, problems: list[str], files: list[Path], resul
     out = {"info": info_md(shown, rows, compared, files, results_path.parent, bool(uploaded), problems, hidden),
            # The compared runs' verdict (views/verdict.py, as on Results), each run held against the baseline.
            "verdict": verdict(compared.to_dict("records"), baseline).markdown() if len(compared) else "",
-           "change": change_table(compared, baseline), "diff": diff_table(compared), "table": table}
-    for name, draw in charts.FIGURES.items():
-        out[f"chart:{name}"] = draw(compared)
+           "change": gr.update(value=change_table(compared, baseline),
+                               label=" · ".join(filter(None, ["Change vs baseline", workload_note(compared, baseline)]))),
+           "diff": diff_table(compared), "table": table}
+    drawn = (cache or FigureCache(0)).figures(compared)
+    for name in charts.FIGURES:
+        out[f"chart:{name}"] = drawn[name]
     return out
 
 
 def history_updates(results_path: Path, uploaded: list[str] | None, selected: dict[str, list],
-                    baseline: str | None = None, show_hidden: bool = False) -> dict:
+                    baseline: str | None = None, show_hidden: bool = False, cache: FigureCache | None = None) -> dict:
     """Everything the History page shows, name -> value: filter choices, the baseline and edit pickers,
     then the view (info, change, diff, table, charts).
 
@@ -70,18 +91,20 @@ def history_updates(results_path: Path, uploaded: list[str] | None, selected: di
     df, problems = load_history(files, results_path)
     shown = visible(df, show_hidden)
     runs = run_choices(shown)
-    out = {f"filter:{key}": gr.update(choices=with_picked(filter_choices(shown, key, runs), selected.get(key)))
+    hidden = set() if show_hidden else set(df.loc[df["hidden"].astype(bool), "run_id"].astype(str))
+    out = {f"filter:{key}": gr.update(choices=with_picked(filter_choices(shown, key, runs), selected.get(key), hidden))
            for key in FILTERS}
-    out["baseline"] = gr.update(choices=[("none", "")] + with_picked(runs, [baseline] if baseline else []))
+    out["baseline"] = gr.update(choices=[("none", "")] + with_picked(runs, [baseline] if baseline else [], hidden))
     # Hidden runs too: this is where they are shown again.
     out["edit"] = gr.update(choices=runs if show_hidden or not df["hidden"].any() else run_choices(df))
-    out.update(view_updates(df, problems, files, results_path, uploaded, selected, baseline, show_hidden))
+    out.update(view_updates(df, problems, files, results_path, uploaded, selected, baseline, show_hidden, cache))
     return out
 
 
 class HistoryPage:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
+        self.cache = FigureCache()  # this app's History charts, by the rows they draw
         with gr.Tab("History", id="history", elem_id="history-tab") as self.tab:
             with gr.Row():
                 self.upload = gr.File(label="Add CSVs from other machines (this session only)", file_count="multiple",
@@ -172,14 +195,14 @@ class HistoryPage:
 
     def show(self, files, baseline, show_hidden, *selected_values):
         out = history_updates(self.ctx.results_path, files, self.selection(selected_values), baseline or None,
-                              bool(show_hidden))
+                              bool(show_hidden), self.cache)
         return [out[name] for name in self.components()]
 
     def show_view(self, files, baseline, show_hidden, *selected_values):
         paths = history_files(self.ctx.results_path, files)
         df, problems = load_history(paths, self.ctx.results_path)
         out = view_updates(df, problems, paths, self.ctx.results_path, files, self.selection(selected_values),
-                           baseline or None, bool(show_hidden))
+                           baseline or None, bool(show_hidden), self.cache)
         return [out[name] for name in view_names()]
 
     @staticmethod

@@ -6,11 +6,6 @@ a user is escaped: model ids, prompts and error texts are not markup.
 from __future__ import annotations
 
 from html import escape
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from bench.runner import Progress
-
 
 def error_md(message: str) -> str:
     # quote=False: the message keeps the CLI's exact words ('max_new_tokens', not &#x27;...)
@@ -32,22 +27,76 @@ def progress_html(fraction: float, title: str, detail: str = "", state: str = "r
 
 
 IDLE = progress_html(0, "Idle", "Pick a preset or fill the form, then press Run.", "idle")
+CANCELLED = ("Cancelled: this run never started", "Stop was pressed while it waited in the queue; nothing was "
+             "run and nothing was written")
 
 
-def event_progress(event: Progress) -> str:
-    """The bar names method, setting and repetition. Rows of one model variant are measured interleaved and
-    finish together, so the bar follows the runner's own fraction of the work done."""
-    reps = event.repetitions or 1
-    fraction = event.fraction if event.fraction is not None else (
-        (event.done_rows + (event.repetition - 1 if event.repetition else 0) / reps) / max(event.total_rows, 1))
-    parts = [f"{event.done_rows} of {event.total_rows} rows done"]
-    if event.method:
-        parts.append(f"method {event.method}")
-        parts.append(f"setting {event.setting}")
-    if event.repetition:
-        parts.append(f"repetition {event.repetition}/{event.repetitions}")
-    title = f"{event.method} [{event.setting}]" if event.method else event.message
-    return progress_html(fraction, title, " · ".join(parts))
+def clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def job_fraction(job) -> float:
+    """Of the whole run: rows done, plus this variant's calls (or the scenario's own fraction) of its rows."""
+    event, total = job.progress, max(job.total, 1)
+    if event is None:
+        return len(job.rows) / total
+    planned, done = getattr(event, "calls_planned", 0), getattr(event, "calls_done", 0)
+    if planned:
+        return min(1.0, (event.done_rows + done / planned * job.per_variant) / total)
+    return max(len(job.rows) / total, event.fraction if event.fraction is not None else 0.0)
+
+
+def job_progress(job, ahead: int = 0, results: str = "") -> str:
+    """The bar of a server-side run (bench/dashboard/jobs.py): where it is, by repetitions and calls, its elapsed
+    time and an ETA from the calls measured so far; how it ended."""
+    rows, total = job.rows, job.total
+    if job.state == "queued":
+        if job.stop.is_set():
+            return progress_html(0, *CANCELLED, "stopped")
+        return progress_html(0, "Waiting for the benchmark queue",
+                             f"{plural(ahead, 'run')} ahead of this one; one benchmark runs at a time; "
+                             "it starts here by itself (closing or reloading this page does not cancel it)", "idle")
+    if job.state == "cancelled":
+        return progress_html(0, *CANCELLED, "stopped")
+    fraction, elapsed = job_fraction(job), f"elapsed {clock(job.elapsed())}"
+    event = job.progress
+    reps = (f"{event.repetitions_done} of {event.repetitions_planned} repetitions"
+            if getattr(event, "repetitions_planned", 0) else "")
+    if job.state == "running" and job.stop.is_set():
+        return progress_html(fraction, "Stopping…", "the call in flight ends at its next step; whole repetitions "
+                             f"are kept and written · {elapsed}", "stopping")
+    if job.state == "running":
+        if event is None:
+            return progress_html(0, "Starting", f"{plural(total, 'row')} to measure · {elapsed}")
+        parts = [p for p in (reps, f"{event.calls_done} of {event.calls_planned} calls"
+                             if getattr(event, "calls_planned", 0) else "",
+                             f"{len(rows)} of {plural(total, 'row')} written", elapsed) if p]
+        if (eta := job.eta()) is not None:
+            parts.append(f"about {clock(eta)} left")
+        title = f"Measuring {event.method} [{event.setting}]" if event.method else event.message
+        if event.method and "warming up" in event.message:
+            title = f"Warming up {event.method} [{event.setting}]"
+        return progress_html(fraction, title, " · ".join(parts))
+    if job.state == "stopped":
+        kept = (f"{plural(len(rows), 'row')} kept with their whole repetitions in {results}" if rows else
+                "no whole repetition had been measured, so nothing was written")
+        return progress_html(fraction, f"Stopped after {reps}" if reps else "Stopped", f"{kept} · {elapsed}",
+                             "stopped")
+    failed = sum(r.get("status") != "ok" for r in rows)
+    if job.state == "failed":
+        return progress_html(fraction, "Run failed", f"{job.error} · {plural(len(rows), 'finished row')} kept",
+                             "failed")
+    if rows and failed == len(rows):
+        title = f"Failed: all {plural(len(rows), 'row')} failed"
+    else:
+        title = f"Done: {plural(len(rows), 'row')} in {job.elapsed():.0f} s" + (f", {failed} failed" if failed else "")
+    return progress_html(1, title, f"appended to {results}", "failed" if failed else "done")
 
 
 def errors_md(rows: list[dict]) -> str:

@@ -1,13 +1,14 @@
-"""Run: the config form, Run and Stop, and the live view of a run (progress, failed rows, table, chart).
+"""Run: the run bar (Run, Stop, progress), the config form, and the live view of a run (failed rows, table, chart).
 
-The run itself is the `run` API endpoint: the Run button only turns the form into config JSON and hands it
-to that endpoint, so the browser and API clients go through the same queue and the same checks.
+A run belongs to the server (bench/dashboard/jobs.py): Run checks the form and hands the config to the app's
+RunBoard, then the page only watches the job. The `run` API endpoint does the same for API clients, so both go
+through the same checks and the same one-at-a-time queue. A reloaded page finds its runs again by the browser's
+id (kept in localStorage); Stop sets the run's stop event at once, whatever the load.
 """
 from __future__ import annotations
 
 import json
-import threading
-import time
+import uuid
 from html import escape
 from pathlib import Path
 
@@ -17,22 +18,17 @@ import pandas as pd
 from bench.config import Config, ConfigError, preset_names, preset_path, read_json
 from bench.dashboard.access import check_model_access
 from bench.dashboard.form import build_form, check, config_fields, form_dict, form_values
-from bench.dashboard.html import IDLE, error_md, errors_md, event_progress, form_error_md, progress_html, run_failed_md
+from bench.dashboard.html import (CANCELLED, IDLE, error_md, errors_md, form_error_md, job_progress, progress_html,
+                                  run_failed_md)
+from bench.dashboard.jobs import RunJob
 from bench.dashboard.results_page import ResultsPage
 from bench.dashboard.shared import UI_ONLY, AppContext
-from bench.runner import Progress, RowDone, Stopped, points, run, total_rows
-from metrics.rows import one_line
+from bench.runner import points
 from models.devices import cuda_problem
 from store import archive
 from views import charts, table
 
-# session hash -> stop event of that session's running benchmark; Stop only stops your own run.
-STOP_EVENTS: dict[str, threading.Event] = {}
-# session hash -> one cancel event per run the session asked for that has not started (waiting in the queue),
-# oldest first. Stop sets them all: a cancelled run leaves the queue without loading or writing anything.
-QUEUED: dict[str, list[threading.Event]] = {}
-# session hash -> how far its running benchmark is (0..1), so "Stopping…" keeps the bar where it was.
-PROGRESS: dict[str, float] = {}
+REDRAW_S = 1.0  # a watched run's bar is redrawn at least this often (elapsed time, ETA)
 
 # The CLI's summary columns (views.table), speed first so it is visible without scrolling.
 TABLE_FIRST = ["method", "setting", "status", "tokens_per_s_per_sequence_median", "tokens_per_s_per_sequence",
@@ -65,14 +61,6 @@ def session_of(request: gr.Request | None) -> str:
     return (request.session_hash or "") if request else ""
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-CANCELLED = ("Cancelled: this run never started", "Stop was pressed while it waited in the queue; nothing was "
-             "run and nothing was written")
-
-
 def ends_method(config: Config, done: int) -> bool:
     """Is the done-th row the last setting of its method? Rows come per variant and engine, in points() order."""
     order = [p.method for p in points(config)]
@@ -85,11 +73,22 @@ class RunPage:
         self.ctx = ctx
         results_path = str(ctx.results_path)
         with gr.Tab("Run", id="run", elem_id="run-tab"):
-            self.run_state = gr.State("")  # run_id of this session's latest run; Samples follows it
+            self.run_state = gr.State("")  # run_id of the run this page shows; Samples follows it
+            self.watching = gr.State("")  # run_id of the server-side job this page watches
+            self.owner = gr.BrowserState("", storage_key="bench-owner")  # this browser's id: its runs survive a reload
+            # The run bar: sticky at the top of the page, so Run, Stop and the progress are in reach at any scroll.
+            with gr.Row(elem_id="run-bar", equal_height=False):
+                with gr.Column(scale=0, min_width=200, elem_id="run-bar-buttons"):
+                    with gr.Row():
+                        self.run_btn = gr.Button("Run", variant="primary", elem_id="run-button", min_width=90)
+                        self.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-button", min_width=90)
+                with gr.Column(scale=1, min_width=260):
+                    self.progress = gr.HTML(IDLE, elem_id="run-progress")
+                    self.config_error = gr.Markdown("", elem_id="config-error")
             with gr.Row(equal_height=False):
                 with gr.Column(scale=5, min_width=420, elem_id="config-form"):
                     with gr.Row():
-                        self.preset = gr.Dropdown([("choose a preset…", "")] + preset_names(), value="",
+                        self.preset = gr.Dropdown(self.preset_choices(), value="",
                                                   label="Preset", info="fills the form from presets/",
                                                   elem_id="preset-dropdown", scale=2)
                         with gr.Column(scale=1, min_width=170):
@@ -102,48 +101,69 @@ class RunPage:
                     self.upload_note = gr.Markdown("", elem_id="config-upload-note")
                     self.inputs = build_form(results_path, initial)
                 with gr.Column(scale=7, min_width=480, elem_id="run-output"):
-                    with gr.Row():
-                        self.run_btn = gr.Button("Run", variant="primary", elem_id="run-button", scale=3)
-                        self.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-button", scale=1)
-                    self.config_error = gr.Markdown("", elem_id="config-error")
-                    self.progress = gr.HTML(IDLE, elem_id="run-progress")
                     self.row_errors = gr.Markdown("", elem_id="run-errors")
                     self.table = gr.Dataframe(results_table([]), label="Results (one row per method × setting)",
                                               interactive=False, wrap=False, max_height=420, pinned_columns=2,
                                               elem_id="results-table")
-                    self.live_chart = gr.Plot(charts.tokens_per_s(None), show_label=False, elem_id="chart-live")
+                    self.live_chart = gr.Plot(charts.laid_out(charts.tokens_per_s(None)), show_label=False,
+                                              elem_id="chart-live")
                     with gr.Accordion("Config JSON of the last Run (what the runner got)", open=False):
                         self.config_json = gr.Code("{}", language="json", interactive=False, elem_id="config-json")
+                    self.api_run = gr.Button("run (API)", visible=False)  # the `run` endpoint's trigger
 
-    def wire(self, results: ResultsPage) -> None:
-        """Form events, then the run endpoint, which also redraws the Results page."""
+    def wire(self, results: ResultsPage, demo: gr.Blocks) -> None:
+        """Form events, Run and Stop, the `run` and `stop` API endpoints, and reattaching on page load."""
         self.results = results
         inputs = self.inputs
-        self.preset.change(self.fill_from_preset, self.preset, inputs + [self.config_error], show_progress="hidden",
-                           **UI_ONLY)
+        # select, not change: picking the preset already shown resets an edited form to it.
+        self.preset.select(self.fill_from_preset, self.preset, [self.preset] + inputs + [self.config_error],
+                           show_progress="hidden", **UI_ONLY)
+        gr.on([c.input for c in inputs], self.mark_edited, [self.preset, *inputs], self.preset,
+              show_progress="hidden", trigger_mode="always_last", **UI_ONLY)
         self.upload.upload(self.fill_from_file, self.upload, inputs + [self.config_error, self.upload_note], **UI_ONLY)
         self.download.click(self.download_config, inputs, [self.config_file, self.config_error], **UI_ONLY)
 
-        outputs = [self.config_error, self.progress, self.row_errors, self.table, self.live_chart, results.summary,
-                   self.run_btn, self.run_state, *results.plots.values()]
-        self.run_btn.click(self.prepare_run, inputs, [self.config_json, self.run_btn, self.progress],
+        self.outputs = [self.config_error, self.progress, self.row_errors, self.table, self.live_chart, self.run_btn,
+                        self.run_state, *results.outputs()]
+        watch = dict(show_progress="hidden", **UI_ONLY)  # a watcher only reads the job: it never waits in a queue
+        self.run_btn.click(self.start, [self.owner, *inputs],
+                           [self.owner, self.config_json, self.config_error, self.progress, self.watching, self.run_btn],
                            show_progress="hidden", **UI_ONLY).then(
-            self.run_benchmark, self.config_json, outputs, api_name="run", concurrency_id="gpu", concurrency_limit=1,
-            show_progress="full", show_progress_on=[self.progress]).then(
-            lambda: gr.update(interactive=True), None, self.run_btn, **UI_ONLY)  # even if the run endpoint raised
-        self.stop_btn.click(self.stop_run, None, [self.progress, self.run_btn], api_name="stop", show_progress="hidden",
-                            concurrency_limit=None)
+            self.watch, self.watching, self.outputs, **watch)
+        self.stop_btn.click(self.press_stop, self.owner, self.progress, show_progress="hidden", **UI_ONLY)
+        demo.load(self.attach, self.owner, [self.owner, self.watching, self.progress, self.run_btn, *inputs],
+                  show_progress="hidden", **UI_ONLY).then(self.watch, self.watching, self.outputs, **watch)
+        # API clients: the same checks and queue as the form; Stop stops the runs of the client's session.
+        self.api_run.click(self.run_api, self.config_json, self.outputs, api_name="run", concurrency_limit=None,
+                           show_progress="hidden")
+        gr.api(self.stop_api, api_name="stop", concurrency_limit=None)
 
     # ------------------------------------------------------------------ the form
 
+    def preset_choices(self, edited: str = "") -> list:
+        """The preset picker's choices; the edited preset shown as "name (edited)" (its value stays the name)."""
+        return [("choose a preset…", "")] + [(f"{n} (edited)" if n == edited else n, n) for n in preset_names()]
+
     def fill_from_preset(self, name):
         if not name:
-            return [gr.skip()] * len(self.inputs) + [""]
+            return [gr.skip()] * (1 + len(self.inputs)) + [""]
         try:
             data = read_json(preset_path(name))
         except ConfigError as e:
-            return [gr.skip()] * len(self.inputs) + [form_error_md(str(e))]
-        return form_values(data, str(self.ctx.results_path)) + [form_error_md(check(data))]
+            return [gr.skip()] * (1 + len(self.inputs)) + [form_error_md(str(e))]
+        return ([gr.update(choices=self.preset_choices(), value=name)]
+                + form_values(data, str(self.ctx.results_path)) + [form_error_md(check(data))])
+
+    def mark_edited(self, name, *values):
+        """"tiny (edited)" once the form differs from the picked preset; plain "tiny" again when it matches."""
+        if not name:
+            return gr.skip()
+        try:
+            preset = form_dict(form_values(read_json(preset_path(name)), str(self.ctx.results_path)))
+        except ConfigError:
+            return gr.skip()
+        edited = form_dict(list(values)) != preset
+        return gr.update(choices=self.preset_choices(name if edited else ""), value=name)
 
     def fill_from_file(self, file):
         """A config file fills the whole form, or, with a key Config does not know, nothing at all: half a
@@ -179,119 +199,109 @@ class RunPage:
 
     # ------------------------------------------------------------------ the run
 
-    def prepare_run(self, request: gr.Request, *values):
-        """Form -> JSON for the run endpoint (the same endpoint API clients call). Registers the request, so
-        Stop can cancel it while it waits in the queue."""
-        QUEUED.setdefault(session_of(request), []).append(threading.Event())
-        return (json.dumps(form_dict(list(values)), indent=2), gr.update(interactive=False),
-                progress_html(0, "Waiting for the benchmark queue", "one benchmark runs at a time; your place in "
-                              "the queue shows here until this run starts", "idle"))
+    def config_of(self, data) -> Config:
+        """The run's Config, or ConfigError with the line to show; rows always go to the app's results file."""
+        if isinstance(data, dict):
+            data["results"] = str(self.ctx.results_path)  # where History and downloads look
+        if problem := check_model_access(data, self.ctx.allowed_models):  # before anything looks at the disk
+            raise ConfigError(problem)
+        config = Config.from_dict(data)
+        if problem := cuda_problem(config.device):  # refused up front, not as one failed row per setting
+            raise ConfigError(problem)
+        return config
 
-    def views(self, rows: list[dict], seconds: float | None = None, all_charts: bool = True) -> dict:
-        """Table and headline chart; the Results page's charts too when all_charts (a method finished)."""
+    def start(self, owner, *values):
+        """Run: the form checked, then handed to the server's board; the page then watches the job."""
+        owner = owner or uuid.uuid4().hex  # pressed before the page's load event gave it one
+        data = form_dict(list(values))
+        shown = json.dumps(data, indent=2)
+        try:
+            config = self.config_of(data)
+        except ConfigError as e:
+            return (owner, shown, form_error_md(str(e)), progress_html(0, "Not started", "fix the setting named below "
+                                                                       "and press Run again", "failed"), "", gr.skip())
+        job = self.ctx.board.submit(config, owner, data)
+        return (owner, shown, "", job_progress(job, self.ctx.board.ahead_of(job)), job.run_id,
+                gr.update(interactive=False))
+
+    def attach(self, owner):
+        """On page load: this browser's id (made on its first visit), and the run to watch: its run in progress,
+        else its last finished one; a reload never loses a run."""
+        owner = owner or uuid.uuid4().hex
+        jobs = self.ctx.board.of(owner)
+        active = [j for j in jobs if j.active and not j.stop.is_set()]
+        running = [j for j in active if j.state == "running"]
+        job = (running or active or jobs or [None])[-1 if not (running or active) else 0]
+        if job is None:
+            return [owner, "", gr.skip(), gr.skip()] + [gr.skip()] * len(self.inputs)
+        form = form_values(job.data, str(self.ctx.results_path)) if job.data else [gr.skip()] * len(self.inputs)
+        return [owner, job.run_id, job_progress(job, self.ctx.board.ahead_of(job), str(self.ctx.results_path)),
+                gr.update(interactive=not job.active)] + form  # the form as the watched run was started
+
+    def watch(self, run_id: str):
+        """Streams one job: the bar on every change (and every REDRAW_S for the clock), the table when rows
+        arrive, all charts when a method's rows are in. Ends when the job does."""
+        job = self.ctx.board.get(run_id)
+        if job is None:  # no run started (the form was refused): leave every output as it is
+            yield {}
+            return
+        seen, shown = -1, -1
+        while True:
+            seen = job.wait(seen, REDRAW_S)
+            over = not job.active or (job.state == "queued" and job.stop.is_set())
+            out = {self.progress: job_progress(job, self.ctx.board.ahead_of(job), str(self.ctx.results_path))}
+            rows = list(job.rows)
+            if len(rows) != shown or over:
+                out.update(self.views(job, rows, all_charts=over or shown < 0 or
+                                      (bool(rows) and ends_method(job.config, len(rows)))))
+                shown = len(rows)
+            if job.state == "failed":
+                out[self.row_errors] = run_failed_md(job.error, len(rows))
+            if over:
+                out[self.run_btn] = gr.update(interactive=True)
+                yield out
+                return
+            yield out
+
+    def views(self, job: RunJob, rows: list[dict], all_charts: bool = True) -> dict:
+        """Table and headline chart; the Results page too once the job has rows (the run on screen there)."""
         out = {self.row_errors: errors_md(rows), self.table: results_table(rows),
-               self.live_chart: charts.tokens_per_s(pd.DataFrame(rows, columns=archive.COLUMNS)),
-               **self.results.show_summary(rows, seconds)}
-        if all_charts:
-            out.update(self.results.show_charts(rows))
+               self.live_chart: charts.laid_out(charts.tokens_per_s(pd.DataFrame(rows, columns=archive.COLUMNS)))}
+        if rows:
+            out[self.run_state] = job.run_id
+            out.update(self.results.show_run(rows, job.name, job.run_id, None if job.active else job.elapsed(),
+                                             all_charts))
         return out
 
-    def run_benchmark(self, config_text: str, request: gr.Request):
-        """Streams the runner's events: progress on every event, the table after every row, all charts
-        after every method (re-drawing every chart per row would take CPU from the benchmark)."""
-        results_path, lock = self.ctx.results_path, self.ctx.run_lock
-        session = session_of(request)
-        waiting = QUEUED.get(session) or []
-        cancel = waiting.pop(0) if waiting else threading.Event()  # API clients never went through prepare_run
-        if not waiting:
-            QUEUED.pop(session, None)
-        if cancel.is_set():  # Stop was pressed while this run waited in the queue: it leaves without a trace
-            if waiting or session in STOP_EVENTS:
-                yield {}  # a newer run of this session shows its own progress
-            else:
-                yield {self.progress: progress_html(0, *CANCELLED, "stopped"),
-                       self.run_btn: gr.update(interactive=True)}
-            return
+    def press_stop(self, owner):
+        """Stop: answers at once. A running job ends at its next generation step, keeping whole repetitions; a
+        queued one never starts."""
+        hit = self.ctx.board.stop({owner}) if owner else []
+        if not hit:
+            return gr.skip()
+        running = [j for j in hit if j.state == "running"]
+        if running:
+            return job_progress(running[0])
+        return progress_html(0, *CANCELLED, "stopped")
+
+    def run_api(self, config_text: str, request: gr.Request):
+        """The `run` endpoint: config JSON in, the same streamed views out, until the run ends."""
         try:
             data = json.loads(config_text)
         except json.JSONDecodeError as e:
-            problem = f"config is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
-            yield {self.config_error: error_md(problem), self.run_btn: gr.update(interactive=True)}
+            yield {self.config_error: error_md(f"config is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")}
             return
-        if isinstance(data, dict):
-            data["results"] = str(results_path)  # rows always go where History and downloads look
         try:
-            if problem := check_model_access(data, self.ctx.allowed_models):  # before anything looks at the disk
-                raise ConfigError(problem)
-            config = Config.from_dict(data)
-            if problem := cuda_problem(config.device):  # refused up front, not as one failed row per setting
-                raise ConfigError(problem)
+            config = self.config_of(data)
         except ConfigError as e:
-            yield {self.config_error: form_error_md(str(e)), self.run_btn: gr.update(interactive=True),
-                   self.progress: progress_html(0, "Not started", "fix the setting named above and press Run again",
+            yield {self.config_error: form_error_md(str(e)),
+                   self.progress: progress_html(0, "Not started", "fix the setting named below and press Run again",
                                                 "failed")}
             return
-        stop = cancel  # from here on, Stop ends the run after the current generation step
-        STOP_EVENTS[session] = stop
-        if not lock.acquire(blocking=False):
-            yield {self.progress: progress_html(0, "Waiting", "another benchmark is running in this process")}
-            while not lock.acquire(timeout=0.2):
-                if stop.is_set():
-                    STOP_EVENTS.pop(session, None)
-                    yield {self.progress: progress_html(0, *CANCELLED, "stopped"),
-                           self.run_btn: gr.update(interactive=True)}
-                    return
-        rows: list[dict] = []
-        total, started = total_rows(config), time.perf_counter()
-        PROGRESS[session] = 0.0
-        try:
-            yield {self.config_error: "", self.row_errors: "",
-                   self.progress: progress_html(0, "Starting", f"{plural(total, 'row')} to measure"), **self.views([])}
-            for event in run(config, stop):
-                if isinstance(event, Progress):
-                    PROGRESS[session] = event.fraction if event.fraction is not None else len(rows) / total
-                    yield {self.progress: event_progress(event)}
-                elif isinstance(event, RowDone):
-                    rows.append(event.row)
-                    PROGRESS[session] = max(PROGRESS.get(session, 0.0), len(rows) / total)
-                    yield {self.progress: progress_html(PROGRESS[session], f"{len(rows)} of {total} rows done",
-                                                        f"finished {event.row['method']} [{event.row['setting']}]"),
-                           self.run_state: event.row["run_id"],
-                           **self.views(rows, all_charts=ends_method(config, len(rows)))}
-            seconds = time.perf_counter() - started
-            failed = sum(r["status"] != "ok" for r in rows)
-            if rows and failed == len(rows):
-                title = f"Failed: all {plural(len(rows), 'row')} failed"
-            else:
-                title = f"Done: {plural(len(rows), 'row')} in {seconds:.0f} s" + (f", {failed} failed" if failed else "")
-            yield {self.progress: progress_html(1, title, f"appended to {results_path}", "failed" if failed else "done"),
-                   self.run_btn: gr.update(interactive=True), **self.views(rows, seconds)}
-        except Stopped:
-            yield {self.progress: progress_html(len(rows) / max(total, 1), f"Stopped after {len(rows)} of {total} rows",
-                                                f"finished rows are kept in {results_path}", "stopped"),
-                   self.run_btn: gr.update(interactive=True), **self.views(rows, time.perf_counter() - started)}
-        except Exception as e:  # the app must stay usable whatever a run throws
-            problem = one_line(e)
-            yield {self.progress: progress_html(len(rows) / max(total, 1), "Run failed", problem, "failed"),
-                   self.row_errors: run_failed_md(problem, len(rows)), self.run_btn: gr.update(interactive=True)}
-        finally:
-            STOP_EVENTS.pop(session, None)
-            PROGRESS.pop(session, None)
-            lock.release()
+        job = self.ctx.board.submit(config, f"session:{session_of(request)}")
+        yield from self.watch(job.run_id)
 
-    def stop_run(self, request: gr.Request):
-        """Stops this session's running benchmark after the current generation step, or cancels its runs that
-        still wait in the queue, which then never start."""
-        session = session_of(request)
-        event = STOP_EVENTS.get(session)
-        if event is not None:
-            event.set()
-            return progress_html(PROGRESS.get(session, 0.0), "Stopping…",
-                                 "the run ends after the current generation step; finished rows are kept",
-                                 "stopped"), gr.skip()
-        waiting = QUEUED.get(session) or []
-        if any(not e.is_set() for e in waiting):
-            for e in waiting:
-                e.set()
-            return progress_html(0, *CANCELLED, "stopped"), gr.update(interactive=True)
-        return gr.skip(), gr.skip()
+    def stop_api(self, request: gr.Request) -> str:
+        """The `stop` endpoint: stops the runs this API session started (running or queued)."""
+        hit = self.ctx.board.stop({f"session:{session_of(request)}"})
+        return f"stopping {len(hit)} run(s)" if hit else "no run of this session to stop"

@@ -1,8 +1,9 @@
-"""What the app hands every page: where rows go, where downloads may be served from, the one-run lock."""
+"""What the app hands every page: where rows go, where downloads may be served from, the one-run lock and the
+board of the runs the app owns."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +17,12 @@ class AppContext:
     results_path: Path  # absolute; pinned for the app's lifetime, since History and downloads read its folder
     run_lock: threading.Lock
     allowed_models: frozenset[str] | None = None  # a shared dashboard's allow-list (access.py); None: any model
+    board: "RunBoard" = field(init=False)  # the runs this app owns (jobs.py): they outlive any browser tab
+
+    def __post_init__(self):
+        from bench.dashboard.jobs import RunBoard
+
+        self.board = RunBoard(self.run_lock)
 
     @property
     def exports(self) -> Path:

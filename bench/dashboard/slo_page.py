@@ -14,7 +14,7 @@ import pandas as pd
 from bench.dashboard.shared import UI_ONLY, AppContext
 from metrics.capacity import attainment, attainment_interval, capacity
 from metrics.serving import RequestRecord, goodput, tpot_s, ttft_s
-from store import archive
+from store import archive, notebook
 from store.requests import load_requests
 from views import charts
 
@@ -34,8 +34,13 @@ def load_rows_of(path) -> pd.DataFrame:
     return df.iloc[::-1]
 
 
-def run_choices(rows: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(rows["run_id"].astype(str)))
+def run_choices(rows: pd.DataFrame, path=None) -> list[tuple[str, str]]:
+    """(label, run_id) newest first, named as everywhere else (the notebook's name, else the id)."""
+    ids = list(dict.fromkeys(rows["run_id"].astype(str)))
+    if path is None or not ids:
+        return [(i, i) for i in ids]
+    labels = notebook.run_labels(notebook.apply_meta(rows, notebook.load_meta(path)))
+    return [(str(labels.get(i, i)), i) for i in ids]
 
 
 def records_by_row(path, rows: pd.DataFrame) -> dict[str, list[RequestRecord]]:
@@ -47,10 +52,15 @@ def records_by_row(path, rows: pd.DataFrame) -> dict[str, list[RequestRecord]]:
 
 
 def slider_limits(records: dict[str, list[RequestRecord]]) -> tuple[float, float]:
-    """Ranges that reach past the slowest request, so every goodput from 0 to all is reachable."""
+    """Ranges set from the run's own percentiles: 1.5 x the 99th percentile, so the targets that matter get the
+    slider's length rather than one slow outlier (a target past it keeps at least 99% of the requests in)."""
     ttfts = [ttft_s(r) * 1000 for rs in records.values() for r in rs]
     tpots = [tpot_s(r) * 1000 for rs in records.values() for r in rs]
-    top = lambda values, floor: max([v for v in values if v == v] + [floor]) * 1.25  # noqa: E731
+
+    def top(values, floor):
+        values = sorted(v for v in values if v == v)
+        return max(values[min(len(values) - 1, int(0.99 * len(values)))] if values else 0.0, floor) * 1.5
+
     return math.ceil(top(ttfts, 10.0)), math.ceil(top(tpots, 1.0))
 
 
@@ -158,10 +168,11 @@ class SloPage:
                                          label="Capacity searches at these targets, over the rates each probed",
                                          elem_id="slo-capacity")
             with gr.Row(equal_height=True):
-                self.goodput = gr.Plot(charts.goodput(None), show_label=False, elem_id="slo-goodput")
-                self.curve = gr.Plot(charts.throughput_latency(None), show_label=False, elem_id="slo-curve")
+                self.goodput = gr.Plot(charts.laid_out(charts.goodput(None)), show_label=False, elem_id="slo-goodput")
+                self.curve = gr.Plot(charts.laid_out(charts.throughput_latency(None)), show_label=False,
+                                     elem_id="slo-curve")
             self.point = gr.Dropdown(label="Load point for the request timeline", choices=[], elem_id="slo-point")
-            self.timeline = gr.Plot(charts.request_timeline([]), show_label=False, elem_id="slo-timeline")
+            self.timeline = gr.Plot(charts.laid_out(charts.request_timeline([])), show_label=False, elem_id="slo-timeline")
         self.wire()
 
     def wire(self) -> None:
@@ -180,8 +191,9 @@ class SloPage:
         return rows[rows["run_id"].astype(str) == str(run_id)] if run_id else rows.iloc[0:0]
 
     def refresh(self, current):
-        choices = run_choices(load_rows_of(self.ctx.results_path))
-        value = current if current in choices else (choices[0] if choices else None)
+        choices = run_choices(load_rows_of(self.ctx.results_path), self.ctx.results_path)
+        ids = [i for _, i in choices]
+        value = current if current in ids else (ids[0] if ids else None)
         return gr.update(choices=choices, value=value)
 
     def show_run(self, run_id):
@@ -191,13 +203,14 @@ class SloPage:
         first = rows.to_dict("records")[0] if len(rows) else {}
         ttft, tpot = (target(first.get(k)) for k in ("slo_ttft_ms", "slo_tpot_ms"))
         labels = [point_label(r) for r in rows.to_dict("records")]
-        return [gr.update(maximum=max(ttft_max, ttft), value=ttft), gr.update(maximum=max(tpot_max, tpot), value=tpot),
+        return [gr.update(maximum=max(ttft_max, math.ceil(ttft * 1.2)), value=ttft),
+                gr.update(maximum=max(tpot_max, math.ceil(tpot * 1.2)), value=tpot),
                 gr.update(choices=labels, value=labels[0] if labels else None),
                 *self.figures(rows, records, ttft, tpot)]
 
     def figures(self, rows, records, ttft, tpot) -> list:
         df = recomputed(rows, records, ttft or 0.0, tpot or 0.0)
-        return [table_of(df), charts.goodput(df), charts.throughput_latency(df)]
+        return [table_of(df), charts.laid_out(charts.goodput(df)), charts.laid_out(charts.throughput_latency(df))]
 
     def show_goodput(self, run_id, ttft, tpot):
         rows = self.rows_of_run(run_id)
@@ -210,6 +223,7 @@ class SloPage:
     def show_timeline(self, run_id, label):
         rows = [r for r in self.rows_of_run(run_id).to_dict("records") if point_label(r) == label]
         if not rows:
-            return charts.request_timeline([])
+            return charts.laid_out(charts.request_timeline([]))
         key = archive.row_key(rows[0])
-        return charts.request_timeline(load_requests(self.ctx.results_path, {key}), f"Requests of {label}")
+        return charts.laid_out(charts.request_timeline(load_requests(self.ctx.results_path, {key}),
+                                                       f"Requests of {label}"))

@@ -10,7 +10,7 @@ import torch
 from decoding.types import Probe, Request, tokens_exist
 from engines.fast.cache import StaticKVCache
 from engines.fast.model import Forward
-from engines.fast.rounds import NO_EOS, RoundState
+from engines.fast.rounds import NO_EOS, DraftBuffers, RoundState
 from engines.fast.sampling import Rules, natural_eos, next_token
 from engines.fast.steps import Steps, forward, prefill_positions
 from metrics.drafts import Round
@@ -130,9 +130,11 @@ class ModelDrafter(Drafter):
 
     def __init__(self, model: Model, k: int, rules: Rules):
         self.model, self.k, self.rules = model, k, rules
+        self.forwards = 0  # every draft forward really run (MBU counts what is read, not what is offered)
 
     def start(self, req: Request) -> None:
         prefill(self.model, req, self.rules)
+        self.forwards += 1
 
     def propose(self, new, token, pos, room) -> Draft:
         cache, sampling = self.model.cache, self.rules.do_sample
@@ -140,6 +142,7 @@ class ModelDrafter(Drafter):
         cache.pos.fill_(pos)
         # Always k steps, even when fewer are offered: a cropped round reuses the graphs of a full one.
         probs = [decode_one_token(self.model, self.rules, sampling) for _ in range(self.k)]
+        self.forwards += self.k
         q = torch.stack(probs, dim=1) if sampling else None  # (1, k, V); greedy drafts are one-hot
         return Draft(cache.tokens[:, pos + 1:pos + 1 + self.k].clone(), q, room)
 
@@ -149,6 +152,7 @@ class ModelDrafter(Drafter):
             # next round starts after it: feed it now. Rejected drafts need nothing: the next round's pos overwrites.
             self.model.cache.pos.fill_(pos + self.k)
             decode_one_token(self.model, self.rules)
+            self.forwards += 1
 
 
 class PromptLookupDrafter(Drafter):
@@ -298,15 +302,29 @@ def cut_at_eos(tokens: list[int], eos_ids: set[int], allowed_from: int) -> list[
 # -- speculative decoding without a host sync per round -------------------------------------------------------------
 
 
+def run_round(target: Model, draft: Model | None, state: RoundState, rules: Rules, k: int,
+              buffers: DraftBuffers | None) -> None:
+    """One no-sync round as its pieces (rounds.py), each a graph replay when compiled: no host read in between."""
+    steps, pieces = target.steps, target.steps.round
+    if draft is None:
+        steps.run(pieces.lookup, target.forward, target.cache, state, rules, steps.accept_fn, k)
+        return
+    steps.run(pieces.draft_first, draft.forward, draft.cache, target.cache.tokens, state, rules, buffers)
+    for _ in range(k - 1):
+        steps.run(pieces.draft_next, draft.forward, draft.cache, rules, buffers)
+    steps.run(pieces.verify, target.forward, target.cache, state, rules, steps.accept_fn, buffers, k)
+
+
 def speculative_decode_nosync(target: Model, draft: Model | None, state: RoundState, k: int, req: Request,
-                              probe: Probe, rules: Rules, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+                              probe: Probe, rules: Rules, pad_token_id: int, buffers: DraftBuffers | None = None,
+                              launched_out: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`speculative_decode` with every round on the device (rounds.py): the draft model's steps (or prompt lookup,
     when draft is None) and the verify forward are one replay, and what it accepted stays there. The host launches
     rounds and reads how many tokens exist (and whether an EOS ended the run) once per batch of up to CHECK_EVERY
     rounds, when it also polls the probe. Returns the new tokens (1, n) and the rounds' records, still on the device
-    (`RoundState.snapshot`, read by `DraftLog.from_snapshot` once the clock has stopped)."""
+    (`RoundState.snapshot`, read by `DraftLog.from_snapshot` once the clock has stopped). launched_out, when given,
+    gets the rounds launched (those after the run ended included: they read the weights too)."""
     L = req.input_ids.shape[1]
-    steps = target.steps
     torch.manual_seed(req.seed)
     logits, slots = prefill_logits(target, req)
     first = next_token(logits, slots, rules)[0]  # (1,)
@@ -319,20 +337,20 @@ def speculative_decode_nosync(target: Model, draft: Model | None, state: RoundSt
     state.begin(L, req.max_new_tokens, req.min_new_tokens, pad_token_id, first, natural_eos(logits[:, -1], rules),
                 rules)
     mark_first_token(probe, target)
-    draft_fwd, draft_cache = (draft.forward, draft.cache) if draft is not None else (None, None)
     n, launched = 1, 0
     while n < req.max_new_tokens and not probe.should_stop():
         # A traced call reads the device after every round, to time it; a measured one only per batch of rounds.
         batch = 1 if getattr(probe, "traces", False) else rounds_before_check(req.max_new_tokens - n, k,
                                                            (n - 1) / launched if launched else None)
         for _ in range(batch):
-            steps.run(steps.round, target.forward, target.cache, draft_fwd, draft_cache, state, rules,
-                      steps.accept_fn, k)
+            run_round(target, draft, state, rules, k, buffers)
             launched += 1
         n, done = torch.stack([state.n_new, state.done.long()]).tolist()  # the host's one read per batch of rounds
         tokens_exist(probe, min(n, req.max_new_tokens))
         if done:
             break
+    if launched_out is not None:
+        launched_out.append(launched)
     return target.cache.tokens[:, L:L + n].clone(), state.snapshot()
 
 

@@ -78,6 +78,9 @@ def still_fused(linears, weight: torch.Tensor) -> bool:
 def fusable(model) -> str | None:
     """Why FusedForward cannot run this model (None: it can)."""
     config = model.config.get_text_config()
+    attention = getattr(config, "_attn_implementation", None) or "eager"
+    if attention != "sdpa":  # FusedForward attends with SDPA: a row labelled otherwise must run the model's own
+        return f"attention {attention!r}; the fused forward attends with SDPA only"
     if getattr(config, "model_type", None) not in FUSED_MODEL_TYPES:
         return f"model type {getattr(config, 'model_type', None)!r}"
     base = getattr(model, "model", None)

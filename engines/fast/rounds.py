@@ -1,8 +1,9 @@
 """The speculative round with no host sync: k draft steps (a draft model's, or prompt lookup's n-gram match) and the
-target's verify forward as one function of device tensors, compiled on CUDA into one graph per k. What a round
-accepted never reaches the host: the positions, the next input token, the output and the counts move by tensor
-ops on the static buffers of `RoundState` and the caches. See docs/fast_engine.md ("Speculative rounds without a
-host sync")."""
+target's verify forward, all of device tensors. On CUDA they are compiled in pieces (the draft's first step, its
+next step, the verify; a lookup round whole), replayed in order with no host read between them, so the compile time
+is bounded by one draft step and one verify whatever k. What a round accepted never reaches the host: the positions,
+the next input token, the output and the counts move by tensor ops on the static buffers of `RoundState`,
+`DraftBuffers` and the caches. See docs/fast_engine.md ("Speculative rounds without a host sync")."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -96,24 +97,115 @@ class Outcome(NamedTuple):
 
 
 def speculative_round(target_fwd, target_cache: StaticKVCache, draft_fwd, draft_cache: StaticKVCache | None,
-                      state: RoundState, rules: Rules, accept_fn: AcceptFn, k: int) -> None:
+                      state: RoundState, rules: Rules, accept_fn: AcceptFn, k: int,
+                      buffers: "DraftBuffers | None" = None) -> None:
     """One round from the last kept token (slot L + n_new - 1): up to k drafts (the draft model's when draft_fwd is
     given, else prompt lookup's), one target forward over [token, drafts], and the round's kept tokens written at
     the next slots of target_cache.tokens, all on the device. A round after the run ended (max_new_tokens written,
     or EOS) still computes, at fixed shapes, but changes nothing that is read: it is cropped to nothing.
 
     A round near the end offers only the drafts the budget leaves room for, as `speculative_decode` does; with
-    none left (one token to go, or no n-gram match) it is the target's plain step, not a round (metrics/drafts.py)."""
-    seq = target_cache.tokens  # (1, max_len)
+    none left (one token to go, or no n-gram match) it is the target's plain step, not a round (metrics/drafts.py).
+
+    The pieces a compiled engine captures apart (`draft_first`, `draft_next`, `verify_drafted`, `lookup_round`), in
+    the order it replays them: a graph of one draft step and one of the verify, never one of k unrolled draft
+    forwards plus the verify, whose compile time grows with k."""
+    if draft_fwd is None:
+        lookup_round(target_fwd, target_cache, state, rules, accept_fn, k)
+        return
+    if buffers is None:
+        buffers = DraftBuffers.new(k, rules.eos_mask.shape[0], rules.do_sample, target_cache.tokens.device)
+    draft_first(draft_fwd, draft_cache, target_cache.tokens, state, rules, buffers)
+    for _ in range(k - 1):
+        draft_next(draft_fwd, draft_cache, rules, buffers)
+    verify_drafted(target_fwd, target_cache, state, rules, accept_fn, buffers, k)
+
+
+DRAFT_SLOTS = 16  # drafts one set of buffers holds: the draft steps' graphs serve every k up to it
+
+
+@dataclass(frozen=True)
+class DraftBuffers:
+    """The drafts of the round in flight, written in place by the draft steps and read by the verify (static
+    addresses: each piece is its own CUDA graph, and they meet only in these buffers)."""
+
+    tokens: torch.Tensor  # (1, K) long
+    probs: torch.Tensor  # (1, K, V) float32 when sampling, else (1, 1, 1): greedy drafts are one-hot
+    index: torch.Tensor  # () long: the index the next draft step writes
+
+    @classmethod
+    def new(cls, k: int, vocab: int, sampling: bool, device) -> "DraftBuffers":
+        slots = max(DRAFT_SLOTS, k)
+        buffers = cls(torch.zeros(1, slots, dtype=torch.long, device=device),
+                      torch.zeros((1, slots, vocab) if sampling else (1, 1, 1), device=device),
+                      torch.zeros((), dtype=torch.long, device=device))
+        for t in (buffers.tokens, buffers.probs, buffers.index):
+            torch._dynamo.mark_static_address(t)
+        return buffers
+
+
+def draft_first(fwd, cache: StaticKVCache, seq: torch.Tensor, state: RoundState, rules: Rules,
+                buffers: DraftBuffers) -> None:
+    """The round's first draft, after the token at slot pos of seq (1, max_len), the kept sequence.
+
+    It runs two tokens, at slots pos - 1 and pos: after a round that accepted every draft the draft model has not run
+    its last one (now at slot pos - 1), and only the device knows whether that happened. The extra query row costs
+    almost nothing in a weight-bound step, where a conditional extra step would cost a step; after any other round
+    it rewrites the keys and values already there."""
+    pos = state.prompt_len + state.n_new - 1  # ()
+    cache.pos.copy_(pos - 1)
+    tokens = seq.index_select(1, torch.stack([pos - 1, pos]))  # (1, 2)
+    write_draft(fwd, cache, tokens, rules, buffers, torch.zeros_like(buffers.index))
+    cache.pos.copy_(pos + 1)
+    buffers.index.fill_(1)
+
+
+def draft_next(fwd, cache: StaticKVCache, rules: Rules, buffers: DraftBuffers) -> None:
+    """The next draft after the last one written (at slot cache.pos); the same graph for every index and k."""
+    token = buffers.tokens.index_select(1, (buffers.index - 1).view(1))  # (1, 1)
+    write_draft(fwd, cache, token, rules, buffers, buffers.index)
+    cache.pos.add_(1)
+    buffers.index.add_(1)
+
+
+def write_draft(fwd, cache: StaticKVCache, tokens: torch.Tensor, rules: Rules, buffers: DraftBuffers,
+                index: torch.Tensor) -> None:
+    logits, slots = forward(fwd, cache, tokens, last_only=True)  # (1, 1, V)
+    nxt, q = next_token(logits, slots, rules)  # (1,), (1, V) or None
+    buffers.tokens.index_copy_(1, index.view(1), nxt[:, None])
+    if q is not None:
+        buffers.probs.index_copy_(1, index.view(1), q[:, None])
+
+
+def verify_drafted(target_fwd, target_cache: StaticKVCache, state: RoundState, rules: Rules, accept_fn: AcceptFn,
+                   buffers: DraftBuffers, k: int) -> None:
+    """The target's verify of the k drafts in `buffers`, and the round's outcome into the buffers (one graph per k)."""
+    active, pos, room = round_start(state, k)
+    drafts = buffers.tokens[:, :k]  # (1, k)
+    q = buffers.probs[:, :k] if rules.do_sample else None  # (1, k, V)
+    verify_and_keep(target_fwd, target_cache, state, rules, accept_fn, pos, active, drafts, q, room)
+
+
+def lookup_round(target_fwd, target_cache: StaticKVCache, state: RoundState, rules: Rules, accept_fn: AcceptFn,
+                 k: int) -> None:
+    """A prompt-lookup round: the n-gram match on the device and the verify, one graph per k."""
+    active, pos, room = round_start(state, k)
+    drafts, offered = lookup_drafts(target_cache.tokens[0], target_cache.pad[0], pos, room, rules.eos_mask,
+                                    state.pad_token, k)
+    verify_and_keep(target_fwd, target_cache, state, rules, accept_fn, pos, active, drafts, None, offered)
+
+
+def round_start(state: RoundState, k: int):
+    """(whether the run had not ended, the slot of the last kept token, the drafts the budget leaves room for)."""
     active = (state.n_new < state.max_new) & ~state.done  # ()
     pos = state.prompt_len + state.n_new - 1  # () slot of the last kept token, not in the caches yet
     room = (state.max_new - state.n_new - 1).clamp(min=0, max=k)  # () never write past max_new_tokens
-    if draft_fwd is None:
-        drafts, offered = lookup_drafts(seq[0], target_cache.pad[0], pos, room, rules.eos_mask, state.pad_token, k)
-        q = None
-    else:
-        drafts, q = draft_chain(draft_fwd, draft_cache, seq, pos, rules, k)  # (1, k), (1, k, V) or None
-        offered = room
+    return active, pos, room
+
+
+def verify_and_keep(target_fwd, target_cache: StaticKVCache, state: RoundState, rules: Rules, accept_fn: AcceptFn,
+                    pos, active, drafts, q, offered) -> None:
+    seq = target_cache.tokens  # (1, max_len)
     offered = torch.where(active, offered, 0)  # ()
     target_cache.pos.copy_(pos)
     tokens = torch.cat([seq.index_select(1, pos.view(1)), drafts], dim=1)  # (1, k+1)
@@ -165,27 +257,6 @@ def keep(state: RoundState, seq: torch.Tensor, outcome: Outcome, rules: Rules) -
     state.target_forwards.add_(step)
     state.drafted_all.add_(offered)
     state.n_new.add_(produced * step)
-
-
-def draft_chain(fwd, cache: StaticKVCache, seq: torch.Tensor, pos: torch.Tensor, rules: Rules, k: int):
-    """k drafts after the token at slot pos (of seq (1, max_len), the kept sequence), by the draft model's own
-    steps: (1, k), and when sampling the distributions they were drawn from (1, k, V), else None.
-
-    The first step runs two tokens, at slots pos - 1 and pos: after a round that accepted every draft the draft
-    model has not run its last one (now at slot pos - 1), and only the device knows whether that happened. The
-    extra query row costs almost nothing in a weight-bound step, where a conditional extra step would cost a step;
-    after any other round it rewrites the keys and values already there."""
-    cache.pos.copy_(pos - 1)
-    tokens = seq.index_select(1, torch.stack([pos - 1, pos]))  # (1, 2)
-    drafts, probs = [], []
-    for i in range(k):
-        logits, slots = forward(fwd, cache, tokens, last_only=True)  # (1, 1, V)
-        nxt, q = next_token(logits, slots, rules)  # (1,), (1, V) or None
-        drafts.append(nxt)
-        probs.append(q)
-        cache.pos.copy_(pos + 1 + i)
-        tokens = nxt[:, None]  # (1, 1)
-    return torch.stack(drafts, dim=1), (torch.stack(probs, dim=1) if rules.do_sample else None)
 
 
 def lookup_drafts(tokens: torch.Tensor, start: torch.Tensor, pos: torch.Tensor, room: torch.Tensor,

@@ -1,5 +1,5 @@
-"""The single steps of the `fast` engine (`forward`, `decode_step`, `verify`: what gets compiled) and gpt-fast's
-inductor settings. Whether and how they are compiled is the engine's options (`compile`, `fast_tuning`; engines/).
+"""The single steps of the `fast` engine (`forward`, `decode_step`, `verify`: what gets compiled) and the inductor
+options they compile with. Whether and how they are compiled is the engine's options (`compile`, `fast_tuning`; engines/).
 See docs/fast_engine.md."""
 from __future__ import annotations
 
@@ -12,16 +12,29 @@ from engines.fast.cache import StaticKVCache
 from engines.fast.sampling import AcceptFn, Rules, natural_eos, next_token, next_token_probs
 
 
-def tune_inductor() -> None:
-    """gpt-fast's inductor settings: coordinate-descent tuning of the generated Triton kernels' launch configs (the
-    small norm/rope/argmax kernels of a batch-1 step gain from it; it costs compile time), descriptive kernel names
-    (profiles), and the FX graph cache (a second compile of the same graph in a process or on the machine is
-    cheaper). Global settings: they apply to whatever is compiled after them."""
-    config = torch._inductor.config
-    for obj, name in ((config, "coordinate_descent_tuning"), (config, "fx_graph_cache"),
-                      (getattr(config, "triton", None), "unique_kernel_names")):
-        if obj is not None and hasattr(obj, name):
-            setattr(obj, name, True)
+TUNING = {  # gpt-fast's inductor settings, per compiled function (torch.compile options), never process-wide
+    # coordinate-descent tuning of the generated Triton kernels' launch configs: the small norm/rope/argmax kernels
+    # of a batch-1 step gain from it; it costs compile time
+    "coordinate_descent_tuning": True,
+    "triton.unique_kernel_names": True,  # descriptive kernel names in profiles
+}
+
+
+def compile_options(cuda: bool, tuning: bool) -> dict:
+    """The inductor options a fast-engine step compiles with: CUDA graphs on CUDA (what mode="reduce-overhead"
+    sets), gpt-fast's tuning when asked. Passed to torch.compile for these functions only, so another engine in the
+    same process (hf_compiled, what a user gets) compiles with its own settings."""
+    import torch._inductor.config as config
+
+    options = {"triton.cudagraphs": True} if cuda else {}
+    if tuning:
+        options.update(TUNING)
+    known = set(config.get_config_copy())
+    return {k: v for k, v in options.items() if k in known}
+
+
+def describe_options(options: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "inductor defaults"
 
 
 # `decode_step` and `verify` are what gets compiled: they read and advance `cache.pos` on the device, so a
@@ -84,6 +97,17 @@ def prefill_positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class RoundSteps:
+    """The no-sync round's pieces (rounds.py), each compiled on its own: a draft model's first and next draft steps
+    (one graph each, whatever k), its verify (one graph per k), and a prompt-lookup round (one graph per k)."""
+
+    draft_first: Callable
+    draft_next: Callable
+    verify: Callable
+    lookup: Callable
+
+
+@dataclass(frozen=True)
 class Steps:
     """`decode_step`, `verify` and the no-sync round as one engine runs them (compiled or plain), with what verify
     needs besides a model. The loops call them through `run`, never directly, so compiled and plain steps behave the
@@ -95,7 +119,7 @@ class Steps:
     # () long: drafts really offered in a round; on the device, so a cropped last round needs no new graph
     n_real: torch.Tensor
     graphs: bool  # compiled: every call replays a CUDA graph
-    round: Callable | None = None  # rounds.speculative_round or its compiled wrapper (the no-sync round)
+    round: RoundSteps | None = None  # the no-sync round's pieces, compiled or plain
 
     def run(self, fn, *args):
         """Call a step; after a graph replay clone its outputs, which the next replay would overwrite in place."""

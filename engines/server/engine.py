@@ -7,6 +7,7 @@ from pathlib import Path
 from decoding.types import UnsupportedSetting
 from engines.server.process import ServerFailed, ServerProcess, free_port
 from engines.server.session import ServerSession
+from engines.server.spec import server_drafting
 
 
 class ServerEngine:
@@ -24,6 +25,8 @@ class ServerEngine:
         self.process: ServerProcess | None = None
         self.running: int | None = None  # which server_command is up
         self.endpoints: dict[int, str] = {}
+        self.commands: dict[int, str] = {}  # the command lines that really ran ({port}, {model} filled in)
+        self.drafting: dict[int, dict] = {}  # what each command's server drafts (engines/server/spec.py)
         self.failed: dict[int, str] = {}
 
     def generate(self, request, probe):
@@ -47,6 +50,7 @@ class ServerEngine:
         command = self.server_command[index].replace("{port}", str(port)).replace(
             "{model}", model_source(config.model))
         endpoint = (self.endpoint_url or "http://127.0.0.1:{port}/v1").replace("{port}", str(port))
+        self.commands[index], self.drafting[index] = command, server_drafting(command)
         log = Path(config.results).with_name(f"server-{run_id}-{index + 1}.log")
         process = ServerProcess(command, log)
         try:
