@@ -138,3 +138,35 @@ def test_beam_search_on_vllm_returns_num_return_sequences_of_num_beams(vllm, tmp
         assert r.server == {"beams_returned": 4, "beams_kept": 2}
     texts = [json.loads(line) for line in (tmp_path / "outputs.jsonl").read_text().splitlines()]
     assert texts and texts[0]["text"]
+
+
+def test_sessions_on_vllm_reuse_the_prefix_cache(vllm, tmp_path):
+    """Multi-turn sessions on the real server: every turn answered, and turn k's prompt, the whole history so far,
+    hits vLLM's prefix cache (its own counters, read over the load), which a single-turn load barely does."""
+    from collections import defaultdict
+
+    from bench.config import Config
+    from bench.runner import run_all
+    from store import archive
+    from store.requests import load_requests
+
+    # vLLM CPU caches whole blocks of 128 tokens: a system prompt of a few blocks gives every later turn some.
+    context = " ".join(["The project reads a JSON config, validates every key and measures each method."] * 24)
+    dataset = tmp_path / "sessions.jsonl"
+    dataset.write_text("".join(json.dumps({"system": f"{context} Session {i}.", "turns": [
+        {"user": f"Write function {i}.", "output_tokens": 8}, {"user": "Shorter.", "output_tokens": 8},
+        {"user": "Add a test.", "output_tokens": 8}]}) + "\n" for i in range(4)))
+    config = Config.from_dict(dict(
+        model="tiny/target", draft_model=None, methods=["standard"], engine=["server"], endpoint=vllm,
+        workload="sessions", dataset=str(dataset), num_requests=4, concurrency=[2],
+        warmup_requests=0, max_new_tokens=8, results=str(tmp_path / "runs.csv")))
+    (row,) = run_all(config)
+    assert row["status"] == "ok", row["error"]
+    assert row["sessions"] == 4 and row["turns"] == 12 and row["failed_requests"] == 0
+    assert len(row["ttft_ms_by_turn"].split()) == 3
+    turns = defaultdict(list)
+    for r in load_requests(config.results, {archive.row_key(row)}):
+        turns[r["session"]].append(r["turn"])
+    assert sorted(sorted(t) for t in turns.values()) == [[0, 1, 2]] * 4
+    # Every turn after the first repeats its session's history, whole blocks of it cached.
+    assert row["prefix_cache_hit_rate"] > 0.3
