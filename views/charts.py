@@ -710,15 +710,16 @@ def pareto_chart(df: pd.DataFrame) -> go.Figure:
         fig.add_scatter(
             x=part["x"], y=part["y"], mode="markers+text", name=(f"{run} · " if several else "") + str(method)
             + (" (load)" if load else ""), error_x=error["x"], error_y=error["y"],
-            text=[str(number[i]) if i in number else "" for i in part.index], cliponaxis=True,
-            textposition=[sides.get(i, "top right") for i in part.index],
+            text=[str(number[i]) if i in number and sides.get(i) else "" for i in part.index], cliponaxis=True,
+            textposition=[sides.get(i) or "top right" for i in part.index],
             textfont=dict(size=11, color="#0f172a"),
             marker=dict(color=color, symbol="diamond" if load else "circle", size=[12 if o else 8 for o in on],
                         opacity=[1.0 if o else 0.55 for o in on],
                         line=dict(width=[1.5 if o else 0.5 for o in on], color="#0f172a")),
-            hovertext=[f"<b>{html.escape(lab)}</b>{' · on the front' if o else ''}<br>{x:.3g} tok/s per user{ix}"
-                       f"<br>{y:.3g} tok/s machine{iy}<br>{h}" for lab, o, x, ix, y, iy, h in
-                       zip(part["point"], on, part["x"], interval["x"], part["y"], interval["y"], part["hover"])],
+            hovertext=[f"<b>{html.escape(lab)}</b>{f' · on the front (#{number[i]})' if o else ''}<br>{x:.3g} tok/s "
+                       f"per user{ix}<br>{y:.3g} tok/s machine{iy}<br>{h}" for i, lab, o, x, ix, y, iy, h in
+                       zip(part.index, part["point"], on, part["x"], interval["x"], part["y"], interval["y"],
+                           part["hover"])],
             hovertemplate="%{hovertext}<extra></extra>", row=1, col=1)
     rows = pts.loc[front]
     names = [p + (f" · {r}" if several else "") for p, r in zip(rows["point"], rows["run"])]

@@ -100,12 +100,13 @@ def front_of(pts: pd.DataFrame) -> list:
 
 SIDE_OFFSETS = {"top right": (1, 1), "bottom right": (1, -1), "top left": (-1, 1), "bottom left": (-1, -1),
                 "top center": (0, 1.4), "bottom center": (0, -1.4)}
-LABEL_BOX = (0.06, 0.07)  # a front number's box, in fractions of the axes (a narrow card's plot, 11 px text)
+LABEL_BOX = (0.07, 0.08)  # a front number's box, in fractions of the axes (a narrow card's plot, 11 px text)
 
 
 def label_sides(pts: pd.DataFrame, front: list, x_top: float, y_top: float) -> dict:
     """A side for each front number, none on another number or on a front marker: placed in front order,
-    each takes the first side whose box is clear of those already placed (axes span 0..x_top, 0..y_top)."""
+    each takes the first side whose box is clear of those already placed (axes span 0..x_top, 0..y_top); None
+    for a number crowded out on every side."""
     w, h = LABEL_BOX
     where = {i: (pts.loc[i, "x"] / x_top, pts.loc[i, "y"] / y_top) for i in front}
     placed, out = [], {}
@@ -122,7 +123,8 @@ def label_sides(pts: pd.DataFrame, front: list, x_top: float, y_top: float) -> d
 
     for i in front:
         boxes = [(side, box(i, side)) for side in SIDE_OFFSETS]
-        side, chosen = next(((s, b) for s, b in boxes if clear(b)), boxes[0])
-        placed.append(chosen)
+        side, chosen = next(((s, b) for s, b in boxes if clear(b)), (None, None))
+        if chosen is not None:  # no clear side: the number stays in the table and the hover, never on a neighbour
+            placed.append(chosen)
         out[i] = side
     return out
