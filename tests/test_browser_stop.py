@@ -160,7 +160,11 @@ def test_the_report_is_of_the_run_on_screen_while_another_runs(served, page, tmp
     page.click("#run-button")
     assert "Done" in wait_finished(page)
     first = str(archive.load_rows(results)["run_id"].iloc[-1])
-    load_config(page, named_config(tmp_path, "second run", repetitions=3, max_new_tokens=48))
+    # The second run has more repetitions than it can finish while the report is made, however busy the machine:
+    # it is still going during the download, and is stopped once every row has a whole repetition to keep.
+    second_config = named_config(tmp_path, "second run", repetitions=30, max_new_tokens=48)
+    expected = total_rows(Config.from_dict(read_json(second_config) | {"results": str(results)}))
+    load_config(page, second_config)
     page.click("#run-button")
     page.wait_for_selector("#run-progress .bench-progress.running")
     open_tab(page, "Results")
@@ -169,7 +173,9 @@ def test_the_report_is_of_the_run_on_screen_while_another_runs(served, page, tmp
     assert not page.query_selector("#run-progress .bench-progress.done"), "the second run ended too soon"
     assert first in report and "second run" not in report
     open_tab(page, "Run")
-    assert "Done" in wait_finished(page)
+    wait_repetitions(page, expected)
+    page.click("#stop-button")
+    assert "Stopped after" in wait_finished(page)
     open_tab(page, "Results")
     page.wait_for_selector("#results-report:has-text('Download report of second run')")
     second = str(archive.load_rows(results)["run_id"].iloc[-1])

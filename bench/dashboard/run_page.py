@@ -244,7 +244,7 @@ class RunPage:
         arrive, all charts when a method's rows are in. Ends when the job does."""
         job = self.ctx.board.get(run_id)
         if job is None:  # no run started (the form was refused): leave every output as it is
-            yield {}
+            yield {self.progress: gr.skip()}  # an empty dict reads to gradio as one value for all its outputs
             return
         seen, shown = -1, -1
         while True:
